@@ -1,0 +1,5 @@
+import sys
+
+from querator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""Command line: argv -> Config -> Server. `querator serve [flags]`; `python -m querator` is the same."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from querator.config import ConfigError, load_config
+from querator.server import Server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="querator", description="A durable lease-based queue server (RESP).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML config file (without it no file is read)")
+    serve.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 2319)")
+    serve.add_argument("--data", help="data directory (default ./data)")
+    serve.add_argument("--backend", choices=["rocksdb", "memory"], help="storage backend (default rocksdb)")
+    serve.add_argument("--durability", choices=["fsync", "flush"], help="when replies are sent (default fsync)")
+    serve.add_argument("--requirepass", help="password clients must AUTH with")
+    serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(
+            args.config,
+            bind=args.bind,
+            port=args.port,
+            data=args.data,
+            backend=args.backend,
+            durability=args.durability,
+            requirepass=args.requirepass,
+            log_level=args.log_level,
+        )
+    except ConfigError as exc:
+        print(f"querator: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
+        runner = asyncio.run
+    try:
+        runner(Server(config).serve_forever())
+    except OSError as exc:
+        logging.getLogger("querator").error("cannot start: %s", exc)
+        return 1
+    return 0

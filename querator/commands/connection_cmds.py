@@ -1,0 +1,290 @@
+"""Connection commands that Redis clients send when they connect: PING, ECHO, HELLO, AUTH, CLIENT,
+SELECT, QUIT, RESET. They behave as in Redis, because client libraries depend on their exact replies."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from querator import __version__
+from querator.clients import ClientState
+from querator.commands.table import Arg, ArgCursor, Command, register, subcommand, wrong_arity
+from querator.errors import SYNTAX_ERROR, CommandError, NoAuthError, NoProtoError, WrongPassError
+from querator.resp import SimpleString, Verbatim
+
+OK = SimpleString("OK")
+PONG = SimpleString("PONG")
+
+
+def check_password(client: ClientState, user: str, password: bytes) -> bool:
+    """Constant-time comparison against `requirepass` (the only user so far is `default`)."""
+    expected = client.server.config.requirepass.encode()
+    if user != "default":
+        return False
+    if not expected:
+        return True  # the default user has no password: anything authenticates, as in Redis
+    return hmac.compare_digest(password, expected)
+
+
+def _ping(client: ClientState, args: list[bytes]) -> object:
+    if len(args) > 2:
+        raise CommandError("wrong number of arguments for 'ping' command")
+    return PONG if len(args) == 1 else args[1]
+
+
+def _echo(client: ClientState, args: list[bytes]) -> object:
+    return args[1]
+
+
+def _auth(client: ClientState, args: list[bytes]) -> object:
+    if len(args) > 3:
+        raise CommandError(SYNTAX_ERROR)
+    if not client.server.config.requirepass and len(args) == 2:
+        raise CommandError(
+            "AUTH <password> called without any password configured for the default user. "
+            "Are you sure your configuration is correct?"
+        )
+    user = args[1].decode("utf-8", "replace") if len(args) == 3 else "default"
+    if not check_password(client, user, args[-1]):
+        raise WrongPassError()
+    client.user = user
+    client.set_authenticated(True)
+    return OK
+
+
+def _hello(client: ClientState, args: list[bytes]) -> object:
+    cursor = ArgCursor(args)
+    proto = client.proto
+    if cursor:
+        try:
+            proto = int(cursor.next_bytes())
+        except ValueError:
+            raise CommandError("Protocol version is not an integer or out of range") from None
+        if proto not in (2, 3):
+            raise NoProtoError()
+    name: str | None = None
+    while cursor:
+        option = cursor.next_bytes().upper()
+        if option == b"AUTH" and cursor.remaining() >= 2:
+            user = cursor.next_str()
+            password = cursor.next_bytes()
+            if not check_password(client, user, password):
+                raise WrongPassError()
+            client.user = user
+            client.set_authenticated(True)
+        elif option == b"SETNAME" and cursor.remaining() >= 1:
+            name = _valid_name(cursor.next_str())
+        else:
+            raise CommandError(f"Syntax error in HELLO option '{option.decode('utf-8', 'replace')}'")
+    if not client.authenticated:
+        raise NoAuthError(
+            "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> "
+            "AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
+            "protocol version at the same time"
+        )
+    if name is not None:
+        client.name = name
+    client.proto = proto
+    return {
+        "server": "querator",
+        "version": __version__,
+        "proto": proto,
+        "id": client.id,
+        "mode": "standalone",
+        "role": "master",
+        "modules": [],
+    }
+
+
+def _valid_name(name: str) -> str:
+    if any(c <= " " or c > "~" for c in name):
+        raise CommandError("Client names cannot contain spaces, newlines or special characters.")
+    return name
+
+
+def _select(client: ClientState, args: list[bytes]) -> object:
+    cursor = ArgCursor(args)
+    if cursor.next_int() != 0:
+        raise CommandError("DB index is out of range")
+    return OK
+
+
+def _quit(client: ClientState, args: list[bytes]) -> object:
+    client.close_after_reply = True
+    return OK
+
+
+def _reset(client: ClientState, args: list[bytes]) -> object:
+    client.proto = 2
+    client.name = ""
+    client.user = "default"
+    client.set_authenticated(not client.server.config.requirepass)
+    return SimpleString("RESET")
+
+
+# -- CLIENT -------------------------------------------------------------------------------------------
+
+
+def _client(client: ClientState, args: list[bytes]) -> object:
+    sub = CLIENT.subcommands.get(args[1].decode("utf-8", "replace").lower())
+    if sub is None:
+        raise CommandError(
+            f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP."
+        )
+    if not (len(args) == sub.arity if sub.arity > 0 else len(args) >= -sub.arity):
+        raise wrong_arity(f"client|{sub.name.lower()}")
+    assert sub.handler is not None
+    return sub.handler(client, args)
+
+
+def _client_id(client: ClientState, args: list[bytes]) -> object:
+    return client.id
+
+
+def _client_setname(client: ClientState, args: list[bytes]) -> object:
+    client.name = _valid_name(args[2].decode("utf-8", "replace"))
+    return OK
+
+
+def _client_getname(client: ClientState, args: list[bytes]) -> object:
+    return client.name.encode() if client.name else None
+
+
+def _client_setinfo(client: ClientState, args: list[bytes]) -> object:
+    attr = args[2].upper()
+    value = args[3].decode("utf-8", "replace")
+    if any(c <= " " or c > "~" for c in value):
+        raise CommandError(f"{attr.decode().lower()} cannot contain spaces, newlines or special characters.")
+    if attr == b"LIB-NAME":
+        client.lib_name = value
+    elif attr == b"LIB-VER":
+        client.lib_ver = value
+    else:
+        raise CommandError(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+    return OK
+
+
+def _client_info(client: ClientState, args: list[bytes]) -> object:
+    return Verbatim(client.info_line(time.monotonic()) + "\n")
+
+
+def _client_list(client: ClientState, args: list[bytes]) -> object:
+    now = time.monotonic()
+    lines = [c.info_line(now) for c in client.server.clients.values()]
+    return Verbatim("".join(line + "\n" for line in lines))
+
+
+def _client_accept_on_off(client: ClientState, args: list[bytes]) -> object:
+    # MAINT_NOTIFICATIONS, NO-EVICT, NO-TOUCH: accepted so clients that send them at connect work; a queue
+    # server has no eviction, key touching or cluster maintenance events to change.
+    if args[2].upper() not in (b"ON", b"OFF"):
+        raise CommandError(SYNTAX_ERROR)
+    return OK
+
+
+def _client_help(client: ClientState, args: list[bytes]) -> object:
+    lines = ["CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"]
+    for sub in CLIENT.subcommands.values():
+        lines.append(sub.name)
+        lines.append(f"    {sub.summary}")
+    return [SimpleString(line) for line in lines]
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+register(
+    Command(
+        "PING",
+        -1,
+        "connection",
+        "Returns PONG, or the message given.",
+        _ping,
+        flags=("fast",),
+        args=(Arg("message", optional=True),),
+    )
+)
+register(Command("ECHO", 2, "connection", "Returns the given string.", _echo, ("fast",), (Arg("message"),)))
+register(
+    Command(
+        "AUTH",
+        -2,
+        "connection",
+        "Authenticates the connection.",
+        _auth,
+        ("no-auth", "fast"),
+        (Arg("username", optional=True), Arg("password")),
+    )
+)
+register(
+    Command(
+        "HELLO",
+        -1,
+        "connection",
+        "Handshakes with the server: selects RESP2 or RESP3, optionally authenticates and names the client.",
+        _hello,
+        ("no-auth", "fast"),
+        (
+            Arg(
+                "arguments",
+                "block",
+                optional=True,
+                children=(
+                    Arg("protover", "integer"),
+                    Arg(
+                        "auth",
+                        "block",
+                        token="AUTH",
+                        optional=True,
+                        children=(Arg("username"), Arg("password")),
+                    ),
+                    Arg("clientname", token="SETNAME", optional=True),
+                ),
+            ),
+        ),
+    )
+)
+register(
+    Command(
+        "SELECT",
+        2,
+        "connection",
+        "Selects the database; Querator has only database 0.",
+        _select,
+        ("fast",),
+        (Arg("index", "integer"),),
+    )
+)
+register(Command("QUIT", -1, "connection", "Closes the connection.", _quit, ("no-auth", "fast")))
+register(Command("RESET", 1, "connection", "Resets the connection to its initial state.", _reset, ("no-auth",)))
+
+CLIENT = register(Command("CLIENT", -2, "connection", "A container for client connection commands.", _client))
+subcommand(CLIENT, Command("ID", 2, "connection", "Returns the unique client ID of the connection.", _client_id))
+subcommand(
+    CLIENT,
+    Command("SETNAME", 3, "connection", "Sets the connection name.", _client_setname, args=(Arg("name"),)),
+)
+subcommand(CLIENT, Command("GETNAME", 2, "connection", "Returns the name of the connection.", _client_getname))
+subcommand(
+    CLIENT,
+    Command(
+        "SETINFO",
+        4,
+        "connection",
+        "Sets information about the client library (LIB-NAME or LIB-VER).",
+        _client_setinfo,
+        args=(Arg("attr", "oneof", children=(Arg("libname", token="LIB-NAME"), Arg("libver", token="LIB-VER"))),),
+    ),
+)
+subcommand(CLIENT, Command("INFO", 2, "connection", "Returns information about the connection.", _client_info))
+subcommand(CLIENT, Command("LIST", -2, "connection", "Lists open connections.", _client_list))
+_ON_OFF = Arg("enabled", "oneof", children=(Arg("on", "pure-token", token="ON"), Arg("off", "pure-token", token="OFF")))
+for _name, _summary in (
+    ("MAINT_NOTIFICATIONS", "Accepted for compatibility: there are no maintenance notifications."),
+    ("NO-EVICT", "Accepted for compatibility: Querator never evicts."),
+    ("NO-TOUCH", "Accepted for compatibility: Querator keeps no access times."),
+):
+    subcommand(
+        CLIENT,
+        Command(_name, -3, "connection", _summary, _client_accept_on_off, args=(_ON_OFF,)),
+    )
+subcommand(CLIENT, Command("HELP", 2, "connection", "Returns helpful text about the subcommands.", _client_help))

@@ -1,0 +1,121 @@
+"""Typed configuration: the only home of Querator's defaults.
+
+Precedence is defaults < config file (TOML, `tomllib`) < command-line flags. Keys in the file are
+kebab-case (`max-clients`); `[[queue]]` tables declare queues created at start when missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Backend = Literal["rocksdb", "memory"]
+Durability = Literal["fsync", "flush"]
+
+
+class ConfigError(ValueError):
+    """The configuration file or a flag holds a value Querator cannot use."""
+
+
+@dataclass(slots=True)
+class QueueDeclaration:
+    """A `[[queue]]` table: the same options as QCREATE."""
+
+    name: str
+    partitions: int = 1
+    lease_timeout: int = 60_000
+    expire_timeout: int = 0
+    max_attempts: int = 0
+    dead_queue: str = ""
+    reference: str = ""
+
+
+@dataclass(slots=True)
+class Config:
+    # Network
+    bind: str = "127.0.0.1"
+    port: int = 2319
+    max_clients: int = 10_000
+    requirepass: str = ""
+    # Storage
+    backend: Backend = "rocksdb"
+    data: str = "./data"
+    durability: Durability = "fsync"
+    # Shared memtable budget for all column families, so many queues do not each get their own buffers.
+    rocksdb_write_buffer_bytes: int = 64 * 1024 * 1024
+    rocksdb_block_cache_bytes: int = 32 * 1024 * 1024
+    # Limits
+    max_item_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    max_bulk_bytes: int = 16 * 1024 * 1024
+    max_query_buffer_bytes: int = 64 * 1024 * 1024
+    max_output_buffer_bytes: int = 64 * 1024 * 1024
+    partition_inbox: int = 10_000
+    # Operations
+    shutdown_grace_ms: int = 5_000
+    log_level: str = "info"
+    queues: list[QueueDeclaration] = field(default_factory=list)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"queues"}
+_QUEUE_FIELDS = {f.name for f in dataclasses.fields(QueueDeclaration)}
+
+
+def _snake(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read `path` (if given) over the defaults, then apply non-None `overrides` (flags)."""
+    values: dict[str, Any] = {}
+    queues: list[QueueDeclaration] = []
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for key, value in raw.items():
+            if key == "queue":
+                queues = [_queue_declaration(table) for table in value]
+                continue
+            name = _snake(key)
+            if name not in _FIELDS:
+                raise ConfigError(f"unknown config key '{key}'")
+            values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = Config(**values, queues=queues)
+    validate(config)
+    return config
+
+
+def _queue_declaration(table: dict[str, Any]) -> QueueDeclaration:
+    fields = {}
+    for key, value in table.items():
+        name = _snake(key)
+        if name not in _QUEUE_FIELDS:
+            raise ConfigError(f"unknown key '{key}' in [[queue]]")
+        fields[name] = value
+    if "name" not in fields:
+        raise ConfigError("[[queue]] needs a name")
+    return QueueDeclaration(**fields)
+
+
+def validate(config: Config) -> None:
+    if config.backend not in ("rocksdb", "memory"):
+        raise ConfigError(f"backend must be rocksdb or memory, not '{config.backend}'")
+    if config.durability not in ("fsync", "flush"):
+        raise ConfigError(f"durability must be fsync or flush, not '{config.durability}'")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, not {config.port}")
+    for name in ("max_clients", "max_item_bytes", "max_batch", "max_bulk_bytes", "partition_inbox"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+    if config.max_bulk_bytes < config.max_item_bytes:
+        raise ConfigError("max-bulk-bytes must be at least max-item-bytes")

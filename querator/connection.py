@@ -1,0 +1,266 @@
+"""One client connection: read -> parse -> dispatch in order -> one write per batch of replies.
+
+Invariants: replies leave in the order commands arrived, even when some wait for a group commit; a
+client that does not read its replies stops being read (bounded output), and one that breaks the protocol
+gets Redis's error text and is closed after the replies already due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from querator.clients import ClientState, ServerState
+from querator.commands.reply import Deferred
+from querator.commands.table import COMMANDS, arity_ok
+from querator.errors import QueratorError
+from querator.resp import NEED_DATA, ParserLimits, ProtocolError, RequestParser, encode, encode_error
+
+log = logging.getLogger("querator.connection")
+
+_MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+_NOAUTH_REPLY = b"-NOAUTH Authentication required.\r\n"
+# How many replies a client may have outstanding before we stop reading its requests.
+_MAX_PENDING_REPLIES = 4096
+_WRITE_HIGH_WATER = 1024 * 1024
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: ServerState) -> None:
+        self._server = server
+        config = server.config
+        self._limits = ParserLimits(
+            max_bulk_bytes=config.max_bulk_bytes,
+            max_query_buffer_bytes=config.max_query_buffer_bytes,
+        )
+        authenticated = not config.requirepass
+        self._parser = RequestParser(self._limits, authenticated=authenticated)
+        self._transport: asyncio.Transport | None = None
+        self.client = ClientState(server=server, id=server.next_client_id(), authenticated=authenticated)
+        self.client.on_auth_change = self._set_parser_auth
+        self._out: list[bytes] = []
+        # Replies waiting behind an unfinished Deferred: bytes (ready) or Deferred (maybe not).
+        self._pending: deque[bytes | Deferred] = deque()
+        self._blocker: asyncio.Future[Any] | None = None
+        self._closing = False
+        self._reading_paused = False
+        self._write_paused = False
+        self.on_lost: Callable[[Connection], None] | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = transport  # type: ignore[assignment]
+        transport = self._transport
+        assert transport is not None
+        server = self._server
+        server.stats.connections_received += 1
+        if len(server.clients) >= server.config.max_clients:
+            server.stats.rejected_connections += 1
+            self._closing = True
+            transport.write(_MAX_CLIENTS_REPLY)
+            transport.close()
+            return
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.client.addr = _format_addr(transport.get_extra_info("peername"))
+        self.client.laddr = _format_addr(transport.get_extra_info("sockname"))
+        server.clients[self.client.id] = self.client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._server.clients.pop(self.client.id, None)
+        # Nobody will read these replies; a blocked QLEASE must not be handed items.
+        for entry in self._pending:
+            if type(entry) is Deferred and not entry.future.done():
+                entry.future.cancel()
+        self._pending.clear()
+        self._transport = None
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def close(self) -> None:
+        """Flush what is due and close (server shutdown)."""
+        self._closing = True
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            self._flush()
+            return
+        self._process()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # -- dispatch --------------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        parser = self._parser
+        client = self.client
+        while self._blocker is None and not self._closing:
+            try:
+                command = parser.next_command()
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                break
+            if command is NEED_DATA:
+                break
+            assert isinstance(command, list)
+            self._execute(command)
+            if client.close_after_reply:
+                self._closing = True
+        self._flush()
+        self._update_reading()
+
+    def _execute(self, args: list[bytes]) -> None:
+        client = self.client
+        client.last_command_at = time.monotonic()
+        self._server.stats.commands_processed += 1
+        name = args[0].lower()
+        command = COMMANDS.get(name)
+        if command is None:
+            self._push(_unknown_command(args))
+            return
+        client.last_command = command.name
+        if not arity_ok(command.arity, len(args)):
+            self._push(b"-ERR wrong number of arguments for '%b' command\r\n" % name)
+            return
+        if not client.authenticated and not command.no_auth:
+            self._push(_NOAUTH_REPLY)
+            return
+        try:
+            assert command.handler is not None
+            result = command.handler(client, args)
+        except QueratorError as exc:
+            self._push(encode_error(exc.code, exc.message))
+            return
+        except Exception:
+            log.exception("command %s failed", command.name)
+            self._push(b"-ERR internal error\r\n")
+            return
+        if type(result) is Deferred:
+            self._push_deferred(result)
+        else:
+            self._push(encode(result, client.proto))
+
+    def _push(self, reply: bytes) -> None:
+        if self._pending:
+            self._pending.append(reply)
+        else:
+            self._out.append(reply)
+
+    def _push_deferred(self, deferred: Deferred) -> None:
+        deferred.proto = self.client.proto
+        future = deferred.future
+        if future.done() and not self._pending:
+            self._out.append(_encode_deferred(deferred))
+            return
+        self._pending.append(deferred)
+        if not future.done():
+            future.add_done_callback(self._on_reply_ready)
+            if deferred.blocking:
+                self._blocker = future
+
+    def _on_reply_ready(self, _future: asyncio.Future[Any]) -> None:
+        if self._transport is None:
+            return
+        pending = self._pending
+        out = self._out
+        while pending:
+            head = pending[0]
+            if type(head) is bytes:
+                out.append(head)
+            elif head.future.done():  # type: ignore[union-attr]
+                out.append(_encode_deferred(head))  # type: ignore[arg-type]
+            else:
+                break
+            pending.popleft()
+        if self._blocker is not None and self._blocker.done():
+            self._blocker = None
+            self._process()
+        else:
+            self._flush()
+            self._update_reading()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self._server.stats.protocol_errors += 1
+        self._push(encode_error("ERR", str(exc)))
+        self._closing = True
+        self.client.close_after_reply = True
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        out = self._out
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            if transport.get_write_buffer_size() > self._server.config.max_output_buffer_bytes:
+                log.warning("closing client %s: output buffer limit reached", self.client.addr)
+                transport.abort()
+                return
+        if self.client.close_after_reply and not self._pending:
+            transport.close()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        should_pause = self._write_paused or len(self._pending) >= _MAX_PENDING_REPLIES
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _set_parser_auth(self, authenticated: bool) -> None:
+        self._parser.authenticated = authenticated
+
+
+def _encode_deferred(deferred: Deferred) -> bytes:
+    future = deferred.future
+    if future.cancelled():
+        return b"-ERR request cancelled\r\n"
+    exc = future.exception()
+    if exc is not None:
+        if isinstance(exc, QueratorError):
+            return encode_error(exc.code, exc.message)
+        log.error("command failed", exc_info=exc)
+        return b"-ERR internal error\r\n"
+    result = future.result()
+    if deferred.convert is not None:
+        result = deferred.convert(result)
+    return encode(result, deferred.proto)
+
+
+def _unknown_command(args: list[bytes]) -> bytes:
+    # Redis: -ERR unknown command 'FOO', with args beginning with: 'a' 'b'
+    name = args[0][:128].decode("utf-8", "replace")
+    shown = "".join(f"'{a[:128].decode('utf-8', 'replace')}' " for a in args[1:])
+    return encode_error("ERR", f"unknown command '{name}', with args beginning with: {shown}")
+
+
+def _format_addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr or "")

@@ -1,0 +1,109 @@
+"""Typed requests and results of the `Service` API. Names follow the project's words: an *item* has a
+payload; `*_timeout` is a duration in ms, `*_deadline` / `*_at` a point in Unix ms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ItemState = Literal["ready", "leased", "scheduled"]
+
+# Ranges of SPEC section 3, shared by the RESP adapters and the Service's own validation.
+MAX_PARTITIONS = 1024
+MAX_LEASE_TIMEOUT = 604_800_000
+MAX_ATTEMPTS_LIMIT = 65_536
+MAX_LEASE_COUNT = 1000
+MAX_QUEUE_NAME_BYTES = 512
+MAX_ID_BYTES = 64
+
+
+@dataclass(slots=True)
+class QueueOptions:
+    partitions: int = 1
+    lease_timeout: int = 60_000
+    expire_timeout: int = 0
+    max_attempts: int = 0
+    dead_queue: str = ""
+    reference: str = ""
+
+
+@dataclass(slots=True)
+class QueueUpdate:
+    """Only the fields that are not None change."""
+
+    partitions: int | None = None
+    lease_timeout: int | None = None
+    expire_timeout: int | None = None
+    max_attempts: int | None = None
+    dead_queue: str | None = None
+    reference: str | None = None
+
+
+@dataclass(slots=True)
+class QueueInfo:
+    name: str
+    partitions: int
+    lease_timeout: int
+    expire_timeout: int
+    max_attempts: int
+    dead_queue: str
+    reference: str
+    created_at: int
+    updated_at: int
+
+
+@dataclass(slots=True)
+class LeasedItem:
+    id: str
+    payload: bytes
+    attempts: int
+    lease_deadline: int
+    kind: bytes = b""
+    reference: bytes = b""
+    encoding: bytes = b""
+
+
+@dataclass(slots=True)
+class StoredItem:
+    id: str
+    state: ItemState
+    attempts: int
+    created_at: int
+    enqueue_at: int
+    lease_deadline: int
+    expire_deadline: int
+    kind: bytes
+    reference: bytes
+    encoding: bytes
+    payload: bytes
+
+
+@dataclass(slots=True)
+class PartitionStats:
+    partition: int
+    ready: int
+    leased: int
+    scheduled: int
+
+    @property
+    def total(self) -> int:
+        return self.ready + self.leased + self.scheduled
+
+
+@dataclass(slots=True)
+class QueueStats:
+    ready: int
+    leased: int
+    scheduled: int
+    produced: int
+    completed: int
+    retried: int
+    lease_expired: int
+    dead_lettered: int
+    oldest_ready_age: int
+    waiting_consumers: int
+    partitions: list[PartitionStats] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.ready + self.leased + self.scheduled

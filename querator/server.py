@@ -1,0 +1,83 @@
+"""The RESP server: listening sockets, the connection limit, signals and graceful shutdown.
+
+Shutdown order (as uvicorn does it): stop accepting, let in-flight batches finish and reply, close the
+client connections, then close storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from querator.clients import ServerState
+from querator.commands import load_commands
+from querator.config import Config
+from querator.connection import Connection
+from querator.service import Service
+
+log = logging.getLogger("querator")
+
+
+class Server:
+    def __init__(self, config: Config, service: Service | None = None) -> None:
+        load_commands()
+        self.config = config
+        self.service = service or Service(config)
+        self.state = ServerState(config=config, service=self.service)
+        self._server: asyncio.base_events.Server | None = None
+        self._stopped = asyncio.Event()
+        self._connections: set[Connection] = set()
+
+    @property
+    def port(self) -> int:
+        return self.state.tcp_port
+
+    async def start(self) -> None:
+        await self.service.start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection, self.config.bind, self.config.port, reuse_address=True, backlog=1024
+        )
+        sockets = self._server.sockets
+        self.state.tcp_port = sockets[0].getsockname()[1] if sockets else self.config.port
+        log.info(
+            "Querator ready to accept connections on %s:%d (backend %s, durability %s)",
+            self.config.bind,
+            self.state.tcp_port,
+            self.config.backend,
+            self.config.durability,
+        )
+
+    def _new_connection(self) -> Connection:
+        connection = Connection(self.state)
+        self._connections.add(connection)
+        connection.on_lost = self._connections.discard
+        return connection
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stopped.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        log.info("shutting down")
+        self._stopped.set()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # In-flight batches finish and their replies go out before the storage closes.
+        await self.service.close()
+        await asyncio.sleep(0)
+        for connection in list(self._connections):
+            connection.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_grace_ms / 1000)
+            except TimeoutError:
+                log.warning("connections still open after the grace period")
+        log.info("stopped")

@@ -1,0 +1,87 @@
+"""In-memory backend: the same ordered key spaces as RocksDB, in sorted dicts; for tests and ephemeral
+queues (`--backend memory`). Nothing is durable, so `after_sync` answers at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from sortedcontainers import SortedDict
+
+
+class MemoryKeySpace:
+    __slots__ = ("data", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data: SortedDict = SortedDict()
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.data.get(key)
+        return value
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        data = self.data
+        # Iterate over a snapshot of the keys in range so callers may write while they read.
+        for key in list(data.irange(start, end, inclusive=(True, False))):
+            value = data.get(key)
+            if value is not None:
+                yield key, value
+
+    def last_key(self, start: bytes, end: bytes) -> bytes | None:
+        for key in self.data.irange(start, end, inclusive=(True, False), reverse=True):
+            return bytes(key)
+        return None
+
+
+class MemoryWriteSet:
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[MemoryKeySpace, bytes, bytes | None]] = []
+
+    def put(self, space: MemoryKeySpace, key: bytes, value: bytes) -> None:
+        self.ops.append((space, key, value))
+
+    def delete(self, space: MemoryKeySpace, key: bytes) -> None:
+        self.ops.append((space, key, None))
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+class MemoryStore:
+    durable = False
+
+    def __init__(self) -> None:
+        self._spaces: dict[str, MemoryKeySpace] = {}
+
+    def space(self, name: str) -> MemoryKeySpace:
+        space = self._spaces.get(name)
+        if space is None:
+            space = self._spaces[name] = MemoryKeySpace(name)
+        return space
+
+    def space_names(self) -> list[str]:
+        return list(self._spaces)
+
+    def drop_space(self, name: str) -> None:
+        space = self._spaces.pop(name, None)
+        if space is not None:
+            space.data.clear()
+
+    def new_write_set(self) -> MemoryWriteSet:
+        return MemoryWriteSet()
+
+    def write(self, batch: MemoryWriteSet) -> None:  # type: ignore[override]
+        for space, key, value in batch.ops:
+            if value is None:
+                space.data.pop(key, None)
+            else:
+                space.data[key] = value
+        batch.ops.clear()
+
+    def after_sync(self, callback: Callable[[BaseException | None], None]) -> None:
+        callback(None)
+
+    async def close(self) -> None:
+        self._spaces.clear()
