@@ -5,9 +5,9 @@
 
 __version__ = "0.1.0"
 
-from querator.clock import Clock, ManualClock  # noqa: E402
-from querator.config import Config, load_config  # noqa: E402
-from querator.errors import (  # noqa: E402
+from querator.clock import Clock, ManualClock
+from querator.config import Config, load_config
+from querator.errors import (
     CommandError,
     NoQueueError,
     QueratorError,
@@ -15,8 +15,8 @@ from querator.errors import (  # noqa: E402
     ShutdownError,
     TryAgainError,
 )
-from querator.model import LeasedItem, QueueInfo, QueueOptions, QueueStats, QueueUpdate, StoredItem  # noqa: E402
-from querator.service import Service  # noqa: E402
+from querator.model import LeasedItem, QueueInfo, QueueOptions, QueueStats, QueueUpdate, StoredItem
+from querator.service import Service
 
 __all__ = [
     "Clock",

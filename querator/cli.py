@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -12,7 +11,9 @@ from querator.server import Server
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="querator", description="A durable lease-based queue server (RESP).")
+    parser = argparse.ArgumentParser(
+        prog="querator", description="A durable lease-based queue server (RESP)."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML config file (without it no file is read)")
@@ -20,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="TCP port (default 2319)")
     serve.add_argument("--data", help="data directory (default ./data)")
     serve.add_argument("--backend", choices=["rocksdb", "memory"], help="storage backend (default rocksdb)")
-    serve.add_argument("--durability", choices=["fsync", "flush"], help="when replies are sent (default fsync)")
+    serve.add_argument(
+        "--durability", choices=["fsync", "flush"], help="when replies are sent (default fsync)"
+    )
     serve.add_argument("--requirepass", help="password clients must AUTH with")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     return parser
@@ -50,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
-        runner = asyncio.run
-    try:
-        runner(Server(config).serve_forever())
+        uvloop.run(Server(config).serve_forever())
     except OSError as exc:
         logging.getLogger("querator").error("cannot start: %s", exc)
         return 1

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from querator.clients import ClientState, ServerState
 from querator.commands.reply import Deferred
@@ -55,9 +55,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)
         transport = self._transport
-        assert transport is not None
         server = self._server
         server.stats.connections_received += 1
         if len(server.clients) >= server.config.max_clients:

@@ -105,7 +105,9 @@ class PartitionActor:
 
     def start(self) -> None:
         self.clock.subscribe(self.wake)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"partition {self.queue.name}/{self.index}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"partition {self.queue.name}/{self.index}"
+        )
 
     async def stop(self, error: QueratorError | None = None) -> None:
         """Finish the requests already queued (or fail them with `error`), then end the task."""
@@ -125,11 +127,15 @@ class PartitionActor:
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    def submit(self, handler: Callable[..., Result], args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+    def submit(
+        self, handler: Callable[..., Result], args: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
         if self._stopping:
             raise TryAgainError(f"partition is stopping; queue '{self.queue.name}'")
         if self.failed is not None:
-            raise TryAgainError(f"storage failed; partition {self.index} of '{self.queue.name}': {self.failed}")
+            raise TryAgainError(
+                f"storage failed; partition {self.index} of '{self.queue.name}': {self.failed}"
+            )
         if len(self._inbox) >= self.service.config.partition_inbox:
             raise TryAgainError(f"partition is overloaded; queue '{self.queue.name}' partition {self.index}")
         self._inbox.append((handler, args, future))
@@ -214,9 +220,9 @@ class PartitionActor:
 
     def _delete(self, key: bytes) -> None:
         self._ws.delete(self.space, key)
-        if key in self._overlay:
-            if key[0] == 114 and self._overlay[key] is not None:  # b"r": ready in this step, now gone
-                self._overlay_ready_live -= 1
+        # A ready item put earlier in this step and now removed no longer counts as ready in the overlay.
+        if key[0] == 114 and self._overlay.get(key) is not None:  # b"r"
+            self._overlay_ready_live -= 1
         self._overlay[key] = None
 
     def _get(self, key: bytes) -> bytes | None:
@@ -333,7 +339,10 @@ class PartitionActor:
                 if key in overlay:
                     continue  # removed earlier in this step
                 last_seq = key_seq(key)
-                if self._lease_record(last_seq, key, value, now, lease_timeout, taken) and len(taken) >= count:
+                if (
+                    self._lease_record(last_seq, key, value, now, lease_timeout, taken)
+                    and len(taken) >= count
+                ):
                     break
                 if not meta.ready - self._overlay_ready_live:
                     break
@@ -345,12 +354,12 @@ class PartitionActor:
             while pos < len(ready_keys) and len(taken) < count:
                 key = ready_keys[pos]
                 pos += 1
-                value = self._overlay.get(key)
-                if value is None:
+                pending = self._overlay.get(key)
+                if pending is None:
                     continue
                 seq = key_seq(key)
                 meta.ready_head = seq + 1
-                self._lease_record(seq, key, value, now, lease_timeout, taken)
+                self._lease_record(seq, key, pending, now, lease_timeout, taken)
             self._overlay_ready_pos = pos
         return taken
 
@@ -373,7 +382,13 @@ class PartitionActor:
         heapq.heappush(self._lease_heap, (deadline, seq))
         taken.append(
             LeasedItem(
-                self.item_id(seq), record.payload, record.attempts, deadline, record.kind, record.reference, record.encoding
+                self.item_id(seq),
+                record.payload,
+                record.attempts,
+                deadline,
+                record.kind,
+                record.reference,
+                record.encoding,
             )
         )
         return True
@@ -415,7 +430,11 @@ class PartitionActor:
         if self._next_due is not None and self._next_due <= now:
             return True
         expire = self.queue.options.expire_timeout
-        return bool(expire) and self._next_expiry_created is not None and self._next_expiry_created + expire <= now
+        return (
+            bool(expire)
+            and self._next_expiry_created is not None
+            and self._next_expiry_created + expire <= now
+        )
 
     def _next_timer_delay(self) -> float | None:
         candidates: list[int] = []
@@ -446,7 +465,12 @@ class PartitionActor:
         if self._next_due is not None and self._next_due <= now and budget:
             budget = self._promote_due(now, budget)
         expire = self.queue.options.expire_timeout
-        if expire and self._next_expiry_created is not None and self._next_expiry_created + expire <= now and budget:
+        if (
+            expire
+            and self._next_expiry_created is not None
+            and self._next_expiry_created + expire <= now
+            and budget
+        ):
             self._expire_items(now, expire, budget)
 
     def _promote_due(self, now: int, budget: int) -> int:

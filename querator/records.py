@@ -86,7 +86,9 @@ class Record:
         return cls(attempts, created, enqueue, deadline, data[a:b], data[b:c], data[c:d], data[d:])
 
 
-def encode_new(created_at: int, enqueue_at: int, kind: bytes, reference: bytes, encoding: bytes, payload: bytes) -> bytes:
+def encode_new(
+    created_at: int, enqueue_at: int, kind: bytes, reference: bytes, encoding: bytes, payload: bytes
+) -> bytes:
     """The record of a newly produced item (the hot path: no Record object)."""
     return (
         _HEADER.pack(0, created_at, enqueue_at, 0, len(kind), len(reference), len(encoding))

@@ -9,6 +9,7 @@ even when the caller (a pipelining connection) awaits them later (ADR 0005).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -55,6 +56,7 @@ class Service:
         self._closing = False
         self._started = False
         self.wait_for_sync = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -92,7 +94,9 @@ class Service:
         for queue in self.queues.values():
             queue.dead_queue = self.queues.get(queue.options.dead_queue) if queue.options.dead_queue else None
         # Key spaces left by a create or delete that crashed half way belong to no queue: drop them.
-        wanted = {_META_SPACE} | {q.space_name(i) for q in self.queues.values() for i in range(len(q.partitions))}
+        wanted = {_META_SPACE} | {
+            q.space_name(i) for q in self.queues.values() for i in range(len(q.partitions))
+        }
         for name in self.store.space_names():
             if name not in wanted:
                 log.info("dropping orphaned key space %s", name)
@@ -119,7 +123,9 @@ class Service:
             raise NoQueueError(name)
         return queue
 
-    def _submit(self, partition: PartitionActor, handler: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def _submit(
+        self, partition: PartitionActor, handler: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         partition.submit(handler, args, future)
         return future
@@ -218,7 +224,10 @@ class Service:
         queue.dead_queue = self.queues.get(options.dead_queue) if options.dead_queue else None
         self.queues[name] = queue
         return self._write_meta(
-            {_QUEUE_PREFIX + name.encode(): self._queue_doc(queue), _NEXT_UID_KEY: str(self._next_uid).encode()}
+            {
+                _QUEUE_PREFIX + name.encode(): self._queue_doc(queue),
+                _NEXT_UID_KEY: str(self._next_uid).encode(),
+            }
         )
 
     def update_queue(self, name: str, changes: QueueUpdate) -> Awaitable[None]:
@@ -242,14 +251,19 @@ class Service:
         written = self._write_meta({_QUEUE_PREFIX + name.encode(): self._queue_doc(queue)})
         if bool(old.expire_timeout) == bool(new.expire_timeout):
             return written
-        reindexed = [self._submit(p, PartitionActor.op_reindex_expiry, bool(new.expire_timeout)) for p in queue.partitions]
+        reindexed = [
+            self._submit(p, PartitionActor.op_reindex_expiry, bool(new.expire_timeout))
+            for p in queue.partitions
+        ]
         return _combine([written, *reindexed], lambda _: None)
 
     def delete_queue(self, name: str) -> Awaitable[None]:
         queue = self._queue(name)
         for other in self.queues.values():
             if other is not queue and other.options.dead_queue == name:
-                raise CommandError(f"queue '{name}' is the dead queue of '{other.name}'; change that queue first")
+                raise CommandError(
+                    f"queue '{name}' is the dead queue of '{other.name}'; change that queue first"
+                )
         del self.queues[name]
         self._fail_waiters(queue, NoQueueError(name))
         written = self._write_meta({}, [_QUEUE_PREFIX + name.encode()])
@@ -266,7 +280,8 @@ class Service:
             except Exception as exc:
                 done.set_exception(exc)
 
-        loop.create_task(drop())
+        self._background.add(task := loop.create_task(drop()))
+        task.add_done_callback(self._background.discard)
         return done
 
     def list_queues(self, after: str = "", limit: int = 1000) -> Awaitable[list[str]]:
@@ -308,9 +323,7 @@ class Service:
         _check("PARTITIONS", o.partitions, 1, MAX_PARTITIONS)
         _check("LEASE-TIMEOUT", o.lease_timeout, 1, MAX_LEASE_TIMEOUT)
         if o.expire_timeout and o.expire_timeout < o.lease_timeout:
-            raise CommandError(
-                f"EXPIRE-TIMEOUT must be 0 or at least the lease timeout ({o.lease_timeout})"
-            )
+            raise CommandError(f"EXPIRE-TIMEOUT must be 0 or at least the lease timeout ({o.lease_timeout})")
         if o.expire_timeout < 0:
             raise CommandError("EXPIRE-TIMEOUT must be at least 0")
         _check("MAX-ATTEMPTS", o.max_attempts, 0, MAX_ATTEMPTS_LIMIT)
@@ -324,7 +337,9 @@ class Service:
                 raise CommandError(f"DEAD-QUEUE '{o.dead_queue}' has a dead queue of its own")
             for other in self.queues.values():
                 if other.options.dead_queue == name and other.name != name:
-                    raise CommandError(f"queue '{name}' is the dead queue of '{other.name}' and may not have one")
+                    raise CommandError(
+                        f"queue '{name}' is the dead queue of '{other.name}' and may not have one"
+                    )
 
     # -- items -----------------------------------------------------------------------------------------
 
@@ -412,10 +427,8 @@ class Service:
         if future.cancelled() and waiter.items:
             # Items were dealt to a consumer that went away before its reply: give them back.
             self._give_back(queue, waiter.items)
-        try:
+        with contextlib.suppress(ValueError):
             queue.waiters.remove(waiter)
-        except ValueError:
-            pass
 
     def _give_back(self, queue: Queue, items: list[LeasedItem]) -> None:
         if self._closing or queue.name not in self.queues:
@@ -452,7 +465,9 @@ class Service:
         due = self._due(delay_ms, at_ms)
         return self._per_partition(q, self._parse_ids(q, ids), PartitionActor.op_retry, due, dead)
 
-    def extend(self, queue: str, ids: Sequence[str | bytes], *, lease_for_ms: int | None = None) -> Awaitable[int]:
+    def extend(
+        self, queue: str, ids: Sequence[str | bytes], *, lease_for_ms: int | None = None
+    ) -> Awaitable[int]:
         q = self._queue(queue)
         if lease_for_ms is None:
             lease_for_ms = q.options.lease_timeout

@@ -128,9 +128,7 @@ def _reset(client: ClientState, args: list[bytes]) -> object:
 def _client(client: ClientState, args: list[bytes]) -> object:
     sub = CLIENT.subcommands.get(args[1].decode("utf-8", "replace").lower())
     if sub is None:
-        raise CommandError(
-            f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP."
-        )
+        raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
     if not (len(args) == sub.arity if sub.arity > 0 else len(args) >= -sub.arity):
         raise wrong_arity(f"client|{sub.name.lower()}")
     assert sub.handler is not None
@@ -255,15 +253,21 @@ register(
     )
 )
 register(Command("QUIT", -1, "connection", "Closes the connection.", _quit, ("no-auth", "fast")))
-register(Command("RESET", 1, "connection", "Resets the connection to its initial state.", _reset, ("no-auth",)))
+register(
+    Command("RESET", 1, "connection", "Resets the connection to its initial state.", _reset, ("no-auth",))
+)
 
 CLIENT = register(Command("CLIENT", -2, "connection", "A container for client connection commands.", _client))
-subcommand(CLIENT, Command("ID", 2, "connection", "Returns the unique client ID of the connection.", _client_id))
+subcommand(
+    CLIENT, Command("ID", 2, "connection", "Returns the unique client ID of the connection.", _client_id)
+)
 subcommand(
     CLIENT,
     Command("SETNAME", 3, "connection", "Sets the connection name.", _client_setname, args=(Arg("name"),)),
 )
-subcommand(CLIENT, Command("GETNAME", 2, "connection", "Returns the name of the connection.", _client_getname))
+subcommand(
+    CLIENT, Command("GETNAME", 2, "connection", "Returns the name of the connection.", _client_getname)
+)
 subcommand(
     CLIENT,
     Command(
@@ -272,12 +276,18 @@ subcommand(
         "connection",
         "Sets information about the client library (LIB-NAME or LIB-VER).",
         _client_setinfo,
-        args=(Arg("attr", "oneof", children=(Arg("libname", token="LIB-NAME"), Arg("libver", token="LIB-VER"))),),
+        args=(
+            Arg("attr", "oneof", children=(Arg("libname", token="LIB-NAME"), Arg("libver", token="LIB-VER"))),
+        ),
     ),
 )
-subcommand(CLIENT, Command("INFO", 2, "connection", "Returns information about the connection.", _client_info))
+subcommand(
+    CLIENT, Command("INFO", 2, "connection", "Returns information about the connection.", _client_info)
+)
 subcommand(CLIENT, Command("LIST", -2, "connection", "Lists open connections.", _client_list))
-_ON_OFF = Arg("enabled", "oneof", children=(Arg("on", "pure-token", token="ON"), Arg("off", "pure-token", token="OFF")))
+_ON_OFF = Arg(
+    "enabled", "oneof", children=(Arg("on", "pure-token", token="ON"), Arg("off", "pure-token", token="OFF"))
+)
 for _name, _summary in (
     ("MAINT_NOTIFICATIONS", "Accepted for compatibility: there are no maintenance notifications."),
     ("NO-EVICT", "Accepted for compatibility: Querator never evicts."),
@@ -287,4 +297,6 @@ for _name, _summary in (
         CLIENT,
         Command(_name, -3, "connection", _summary, _client_accept_on_off, args=(_ON_OFF,)),
     )
-subcommand(CLIENT, Command("HELP", 2, "connection", "Returns helpful text about the subcommands.", _client_help))
+subcommand(
+    CLIENT, Command("HELP", 2, "connection", "Returns helpful text about the subcommands.", _client_help)
+)

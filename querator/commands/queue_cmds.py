@@ -65,7 +65,10 @@ def _qcreate(client: ClientState, args: list[bytes]) -> Any:
     update = _parse_queue_options(cursor)
     defaults = QueueOptions()
     options = QueueOptions(
-        **{f: getattr(update, f) if getattr(update, f) is not None else getattr(defaults, f) for f in QueueOptions.__slots__}
+        **{
+            f: getattr(update, f) if getattr(update, f) is not None else getattr(defaults, f)
+            for f in QueueOptions.__slots__
+        }
     )
     return Deferred(client.server.service.create_queue(name, options), _ok)  # type: ignore[arg-type]
 
@@ -127,7 +130,13 @@ def _stats_reply(stats: QueueStats) -> dict[str, Any]:
         "oldest-ready-age": stats.oldest_ready_age,
         "waiting-consumers": stats.waiting_consumers,
         "partitions": [
-            {"partition": p.partition, "ready": p.ready, "leased": p.leased, "scheduled": p.scheduled, "total": p.total}
+            {
+                "partition": p.partition,
+                "ready": p.ready,
+                "leased": p.leased,
+                "scheduled": p.scheduled,
+                "total": p.total,
+            }
             for p in stats.partitions
         ],
     }
@@ -176,9 +185,7 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Any:
 
 
 def _lease_reply(items: list[LeasedItem]) -> list[list[Any]]:
-    return [
-        [i.id, i.payload, i.attempts, i.lease_deadline, i.kind, i.reference, i.encoding] for i in items
-    ]
+    return [[i.id, i.payload, i.attempts, i.lease_deadline, i.kind, i.reference, i.encoding] for i in items]
 
 
 def _qlease(client: ClientState, args: list[bytes]) -> Any:
@@ -319,15 +326,33 @@ _WHEN = Arg(
 )
 
 
-def _queue_command(name: str, arity: int, summary: str, handler: Any, flags: tuple[str, ...], *args: Arg) -> None:
+def _queue_command(
+    name: str, arity: int, summary: str, handler: Any, flags: tuple[str, ...], *args: Arg
+) -> None:
     register(
-        Command(name, arity, "queue", summary, handler, flags, (_QUEUE, *args), first_key=1, last_key=1, key_step=1)
+        Command(
+            name,
+            arity,
+            "queue",
+            summary,
+            handler,
+            flags,
+            (_QUEUE, *args),
+            first_key=1,
+            last_key=1,
+            key_step=1,
+        )
     )
 
 
 _queue_command("QCREATE", -2, "Creates a queue.", _qcreate, ("write", "admin"), *_QUEUE_OPTIONS)
 _queue_command(
-    "QUPDATE", -2, "Changes a queue's options; PARTITIONS may only grow.", _qupdate, ("write", "admin"), *_QUEUE_OPTIONS
+    "QUPDATE",
+    -2,
+    "Changes a queue's options; PARTITIONS may only grow.",
+    _qupdate,
+    ("write", "admin"),
+    *_QUEUE_OPTIONS,
 )
 _queue_command("QDELETE", 2, "Deletes a queue and all its items.", _qdelete, ("write", "admin"))
 register(
@@ -365,7 +390,9 @@ _queue_command(
     Arg("count", "integer", token="COUNT", optional=True),
     Arg("timeout", "integer", token="BLOCK", optional=True),
 )
-_queue_command("QCOMPLETE", -3, "Completes leased items: they are deleted.", _qcomplete, ("write", "fast"), _ID)
+_queue_command(
+    "QCOMPLETE", -3, "Completes leased items: they are deleted.", _qcomplete, ("write", "fast"), _ID
+)
 _queue_command(
     "QRETRY",
     -3,

@@ -144,7 +144,18 @@ def command_info(command: Command, parent: str | None = None) -> list[Any]:
     flags = [SimpleString(flag) for flag in command.flags]
     subs = [command_info(sub, command.name.lower()) for sub in command.subcommands.values()]
     categories = [SimpleString(f"@{command.group}")]
-    return [name, command.arity, flags, command.first_key, command.last_key, command.key_step, categories, [], [], subs]
+    return [
+        name,
+        command.arity,
+        flags,
+        command.first_key,
+        command.last_key,
+        command.key_step,
+        categories,
+        [],
+        [],
+        subs,
+    ]
 
 
 def _arg_doc(arg: Arg) -> dict[str, Any]:
@@ -167,7 +178,8 @@ def command_doc(command: Command) -> dict[str, Any]:
         doc["arguments"] = [_arg_doc(arg) for arg in command.args]
     if command.subcommands:
         doc["subcommands"] = {
-            f"{command.name.lower()}|{sub.name.lower()}": command_doc(sub) for sub in command.subcommands.values()
+            f"{command.name.lower()}|{sub.name.lower()}": command_doc(sub)
+            for sub in command.subcommands.values()
         }
     return doc
 
@@ -207,7 +219,9 @@ register(
         args=(Arg("section", optional=True, multiple=True),),
     )
 )
-register(Command("TIME", 1, "server", "Returns the server time (seconds and microseconds).", _time, ("fast",)))
+register(
+    Command("TIME", 1, "server", "Returns the server time (seconds and microseconds).", _time, ("fast",))
+)
 CONFIG = register(
     Command(
         "CONFIG",
@@ -217,8 +231,17 @@ CONFIG = register(
         _config,
     )
 )
-subcommand(CONFIG, Command("GET", -3, "server", "Returns the values of configuration parameters.", _config,
-                           args=(Arg("parameter", multiple=True),)))
+subcommand(
+    CONFIG,
+    Command(
+        "GET",
+        -3,
+        "server",
+        "Returns the values of configuration parameters.",
+        _config,
+        args=(Arg("parameter", multiple=True),),
+    ),
+)
 COMMAND = register(
     Command(
         "COMMAND",
@@ -231,12 +254,24 @@ COMMAND = register(
 subcommand(COMMAND, Command("COUNT", 2, "server", "Returns a count of commands.", _command))
 subcommand(
     COMMAND,
-    Command("INFO", -2, "server", "Returns information about commands.", _command,
-            args=(Arg("command-name", optional=True, multiple=True),)),
+    Command(
+        "INFO",
+        -2,
+        "server",
+        "Returns information about commands.",
+        _command,
+        args=(Arg("command-name", optional=True, multiple=True),),
+    ),
 )
 subcommand(
     COMMAND,
-    Command("DOCS", -2, "server", "Returns documentary information about commands.", _command,
-            args=(Arg("command-name", optional=True, multiple=True),)),
+    Command(
+        "DOCS",
+        -2,
+        "server",
+        "Returns documentary information about commands.",
+        _command,
+        args=(Arg("command-name", optional=True, multiple=True),),
+    ),
 )
 subcommand(COMMAND, Command("LIST", -2, "server", "Returns a list of command names.", _command))

@@ -72,7 +72,7 @@ class MemoryStore:
     def new_write_set(self) -> MemoryWriteSet:
         return MemoryWriteSet()
 
-    def write(self, batch: MemoryWriteSet) -> None:  # type: ignore[override]
+    def write(self, batch: MemoryWriteSet) -> None:
         for space, key, value in batch.ops:
             if value is None:
                 space.data.pop(key, None)
