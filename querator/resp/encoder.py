@@ -47,8 +47,12 @@ def encode(value: Any, proto: int = 2) -> bytes:
 
 def encode_error(code: str, message: str) -> bytes:
     """`-CODE message\\r\\n`, with newlines replaced so the reply stays one line, as Redis does."""
-    text = f"{code} {message}" if message else code
-    return b"-" + text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace") + _CRLF
+    text = (f"{code} {message}" if message else code).replace("\r", " ").replace("\n", " ")
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        data = text.encode("utf-8", "replace")
+    return b"-" + data + _CRLF
 
 
 def _encode_into(value: Any, proto: int, out: list[bytes]) -> None:

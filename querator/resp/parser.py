@@ -155,11 +155,13 @@ class RequestParser:
                 if eol + 1 >= end:
                     break  # the "\n" after "\r" has not arrived yet; Redis waits without a size check
                 if buf[pos] != 36:  # b"$"
-                    got = chr(buf[pos])
+                    # Redis echoes the raw byte; surrogateescape lets encode_error send it back unchanged.
+                    got = bytes(buf[pos : pos + 1]).decode("utf-8", "surrogateescape")
                     raise ProtocolError(f"Protocol error: expected '$', got '{_printable(got)}'")
-                bulk_len = _parse_int(buf, pos + 1, eol)
-                if bulk_len is None or bulk_len < 0 or bulk_len > limits.max_bulk_bytes:
+                parsed = _parse_int(buf, pos + 1, eol)
+                if parsed is None or parsed < 0 or parsed > limits.max_bulk_bytes:
                     raise ProtocolError("Protocol error: invalid bulk length")
+                bulk_len = parsed
                 if bulk_len > UNAUTHENTICATED_MAX_BULK and not self._authenticated:
                     raise ProtocolError("Protocol error: unauthenticated bulk length")
                 pos = eol + 2
