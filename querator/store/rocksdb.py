@@ -1,17 +1,19 @@
-"""RocksDB backend (rocksdict): one database per data directory, one column family per key space.
+"""RocksDB backend (rocksdict): one database per data directory, one key range per key space.
 
-All column families share one WAL, so a single `flush_wal(True)` makes every partition's writes durable:
+All writes share one WAL, so a single `flush_wal(True)` makes every partition's writes durable:
 that is the group commit. `write()` runs on the event loop with sync=False (it holds the GIL but does not
 wait for the disk); the fsync runs in a worker thread, where rocksdict releases the GIL, while the next
-batches gather (ADR 0004). Many column families share one memtable budget (`WriteBufferManager`) and one
-block cache, so a thousand queues do not each get their own buffers.
+batches gather (ADR 0004). Every partition's range lives in one column family, so a thousand queues share
+one memtable budget and one block cache instead of getting their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,37 +24,53 @@ log = logging.getLogger("querator.store.rocksdb")
 _SyncCallback = Callable[[BaseException | None], None]
 
 
-class RocksKeySpace:
-    __slots__ = ("handle", "name", "view")
+_PREFIX = struct.Struct(">Q")
+# Prefix 0 holds the registry of key spaces: b"n" + name -> prefix, b"c" -> the next prefix number.
+_REGISTRY = _PREFIX.pack(0)
+_NEXT_PREFIX_KEY = _REGISTRY + b"c"
+_NAME_KEY = _REGISTRY + b"n"
 
-    def __init__(self, name: str, view: Any, handle: Any) -> None:
+
+class RocksKeySpace:
+    """A key space is the range of keys under one 8-byte prefix of the database's single column family."""
+
+    __slots__ = ("db", "end", "name", "prefix")
+
+    def __init__(self, name: str, db: Any, prefix: bytes) -> None:
         self.name = name
-        self.view = view
-        self.handle = handle
+        self.db = db
+        self.prefix = prefix
+        self.end = _PREFIX.pack(_PREFIX.unpack(prefix)[0] + 1)
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self.view.get(key)
+        value: bytes | None = self.db.get(self.prefix + key)
         return value
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-        it = self.view.iter()
-        it.seek(start)
+        prefix = self.prefix
+        cut = len(prefix)
+        stop = prefix + end
+        it = self.db.iter()
+        it.seek(prefix + start)
         while it.valid():
             key = it.key()
-            if key >= end:
+            if key >= stop:
                 return
-            yield key, it.value()
+            yield key[cut:], it.value()
             it.next()
 
     def last_key(self, start: bytes, end: bytes) -> bytes | None:
-        it = self.view.iter()
-        it.seek_for_prev(end)
+        prefix = self.prefix
+        it = self.db.iter()
+        it.seek_for_prev(prefix + end)
+        lowest = prefix + start
+        stop = prefix + end
         while it.valid():
             key: bytes = it.key()
-            if key < start:
+            if key < lowest:
                 return None
-            if key < end:
-                return key
+            if key < stop:
+                return key[len(prefix) :]
             it.prev()
         return None
 
@@ -65,11 +83,11 @@ class RocksWriteSet:
         self.count = 0
 
     def put(self, space: RocksKeySpace, key: bytes, value: bytes) -> None:
-        self.batch.put(key, value, space.handle)
+        self.batch.put(space.prefix + key, value)
         self.count += 1
 
     def delete(self, space: RocksKeySpace, key: bytes) -> None:
-        self.batch.delete(key, space.handle)
+        self.batch.delete(space.prefix + key)
         self.count += 1
 
     def __len__(self) -> int:
@@ -77,6 +95,14 @@ class RocksWriteSet:
 
 
 class RocksStore:
+    """One RocksDB database; key spaces are prefixes of one column family (ADR 0007).
+
+    A column family per partition was the first design, but RocksDB rewrites its OPTIONS file, which lists
+    every family, each time one is created: 800 families took 110 s to create here, growing quadratically.
+    Prefixed ranges keep each partition an ordered key range with the same seek costs, share one memtable
+    budget by construction, and make dropping a queue one range delete.
+    """
+
     durable = True
 
     def __init__(
@@ -88,65 +114,61 @@ class RocksStore:
     ) -> None:
         os.makedirs(path, exist_ok=True)
         self._path = path
-        self._cache = rocksdict.Cache(block_cache_bytes)
-        self._write_buffers = rocksdict.WriteBufferManager(write_buffer_bytes, False)
-        options = self._options()
+        options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
-        options.create_missing_column_families(True)
-        # With many column families, the WAL can only be recycled once every family that has data in it
-        # is flushed; cap it so an idle queue does not pin gigabytes of log.
-        options.set_max_total_wal_size(256 << 20)
+        options.set_write_buffer_manager(rocksdict.WriteBufferManager(write_buffer_bytes, False))
+        options.set_write_buffer_size(min(write_buffer_bytes // 2, 32 << 20))
+        options.set_max_write_buffer_number(3)
         options.set_keep_log_file_num(3)
         options.set_max_background_jobs(2)
         options.set_max_open_files(512)
-        existing = self._existing_families(path)
-        families = {name: self._options() for name in existing if name != "default"}
-        self._db = rocksdict.Rdict(path, options, column_families=families or None)
+        # Queues are FIFO: keys at the head are deleted soon after they are written. Compact files whose
+        # deletions pile up, so scans past the head stay short even before regular compaction runs.
+        options.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5)
+        table = rocksdict.BlockBasedOptions()
+        table.set_block_cache(rocksdict.Cache(block_cache_bytes))
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
+        options.set_compression_type(rocksdict.DBCompressionType.lz4())
+        self._db = rocksdict.Rdict(path, options)
         self._spaces: dict[str, RocksKeySpace] = {}
-        for name in existing:
-            if name != "default":
-                self._spaces[name] = self._open_space(name)
+        raw_next = self._db.get(_NEXT_PREFIX_KEY)
+        self._next_prefix = int(raw_next) if raw_next is not None else 1
+        it = self._db.iter()
+        it.seek(_NAME_KEY)
+        while it.valid() and it.key().startswith(_NAME_KEY):
+            name = it.key()[len(_NAME_KEY) :].decode()
+            self._spaces[name] = RocksKeySpace(name, self._db, it.value())
+            it.next()
         self._write_options = rocksdict.WriteOptions()
         self._write_options.sync = False
         self._sync = _GroupSync(self._flush_wal)
         self._closed = False
 
-    def _options(self) -> Any:
-        options = rocksdict.Options(raw_mode=True)
-        options.set_write_buffer_manager(self._write_buffers)
-        # Small memtables per family: the manager caps the total, these keep idle families cheap.
-        options.set_write_buffer_size(4 << 20)
-        options.set_max_write_buffer_number(3)
-        table = rocksdict.BlockBasedOptions()
-        table.set_block_cache(self._cache)
-        table.set_bloom_filter(10, False)
-        options.set_block_based_table_factory(table)
-        options.set_compression_type(rocksdict.DBCompressionType.lz4())
-        return options
-
-    @staticmethod
-    def _existing_families(path: str) -> list[str]:
-        if not os.path.exists(os.path.join(path, "CURRENT")):
-            return []
-        names: list[str] = rocksdict.Rdict.list_cf(path, rocksdict.Options(raw_mode=True))
-        return names
-
-    def _open_space(self, name: str) -> RocksKeySpace:
-        return RocksKeySpace(name, self._db.get_column_family(name), self._db.get_column_family_handle(name))
-
     def space(self, name: str) -> RocksKeySpace:
         space = self._spaces.get(name)
         if space is None:
-            self._db.create_column_family(name, self._options())
-            space = self._spaces[name] = self._open_space(name)
+            prefix = _PREFIX.pack(self._next_prefix)
+            self._next_prefix += 1
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            batch.put(_NAME_KEY + name.encode(), prefix)
+            batch.put(_NEXT_PREFIX_KEY, str(self._next_prefix).encode())
+            # Not synced here: the space is empty until a later write, whose own sync covers this one.
+            self._db.write(batch, self._write_options)
+            space = self._spaces[name] = RocksKeySpace(name, self._db, prefix)
         return space
 
     def space_names(self) -> list[str]:
         return list(self._spaces)
 
     def drop_space(self, name: str) -> None:
-        if self._spaces.pop(name, None) is not None:
-            self._db.drop_column_family(name)
+        space = self._spaces.pop(name, None)
+        if space is None:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch.delete_range(space.prefix, space.end)
+        batch.delete(_NAME_KEY + name.encode())
+        self._db.write(batch, self._write_options)
 
     def new_write_set(self) -> RocksWriteSet:
         return RocksWriteSet()
@@ -211,4 +233,5 @@ class _GroupSync:
 
     async def drain(self) -> None:
         while self._running is not None:
-            await asyncio.shield(self._running)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._running)
