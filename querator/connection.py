@@ -27,6 +27,8 @@ _NOAUTH_REPLY = b"-NOAUTH Authentication required.\r\n"
 # How many replies a client may have outstanding before we stop reading its requests.
 _MAX_PENDING_REPLIES = 4096
 _WRITE_HIGH_WATER = 1024 * 1024
+# Commands one connection runs before letting other connections have the event loop.
+_COMMANDS_PER_TURN = 256
 
 
 class Connection(asyncio.Protocol):
@@ -49,6 +51,9 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._reading_paused = False
         self._write_paused = False
+        # Complete commands left in the parser when a turn ended early (see `_process`).
+        self._backlog = False
+        self._continue_scheduled = False
         self.on_lost: Callable[[Connection], None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
@@ -106,14 +111,28 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._update_reading()
+        if self._backlog:
+            self._process()
+        else:
+            self._update_reading()
 
     # -- dispatch --------------------------------------------------------------------------------------
 
     def _process(self) -> None:
+        """Run the commands buffered so far, at most a turn's worth, then write their replies at once.
+
+        A connection stops between commands while its replies are not being read (so its output stays
+        bounded) and after `_COMMANDS_PER_TURN` commands (so one deep pipeline cannot stall other clients);
+        the rest stays in the parser and reading pauses until it has been run.
+        """
         parser = self._parser
         client = self.client
+        budget = _COMMANDS_PER_TURN
+        self._backlog = False
         while self._blocker is None and not self._closing:
+            if not budget or self._write_paused or len(self._pending) >= _MAX_PENDING_REPLIES:
+                self._backlog = parser.buffered_bytes() > 0
+                break
             try:
                 command = parser.next_command()
             except ProtocolError as exc:
@@ -121,12 +140,20 @@ class Connection(asyncio.Protocol):
                 break
             if command is NEED_DATA:
                 break
-            assert isinstance(command, list)
-            self._execute(command)
+            budget -= 1
+            self._execute(cast(list[bytes], command))
             if client.close_after_reply:
                 self._closing = True
         self._flush()
+        if self._backlog and not budget and not self._continue_scheduled:
+            self._continue_scheduled = True
+            asyncio.get_running_loop().call_soon(self._continue)
         self._update_reading()
+
+    def _continue(self) -> None:
+        self._continue_scheduled = False
+        if self._transport is not None and self._backlog:
+            self._process()
 
     def _execute(self, args: list[bytes]) -> None:
         client = self.client
@@ -194,6 +221,8 @@ class Connection(asyncio.Protocol):
         if self._blocker is not None and self._blocker.done():
             self._blocker = None
             self._process()
+        elif self._backlog and not self._write_paused and len(pending) < _MAX_PENDING_REPLIES:
+            self._process()
         else:
             self._flush()
             self._update_reading()
@@ -223,7 +252,7 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        should_pause = self._write_paused or len(self._pending) >= _MAX_PENDING_REPLIES
+        should_pause = self._write_paused or self._backlog or len(self._pending) >= _MAX_PENDING_REPLIES
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             transport.pause_reading()
@@ -252,10 +281,22 @@ def _encode_deferred(deferred: Deferred) -> bytes:
 
 
 def _unknown_command(args: list[bytes]) -> bytes:
-    # Redis: -ERR unknown command 'FOO', with args beginning with: 'a' 'b'
-    name = args[0][:128].decode("utf-8", "replace")
-    shown = "".join(f"'{a[:128].decode('utf-8', 'replace')}' " for a in args[1:])
-    return encode_error("ERR", f"unknown command '{name}', with args beginning with: {shown}")
+    # Redis's text: -ERR unknown command 'FOO', with args beginning with: 'a' 'b'
+    # The argument list stops growing once it reaches 128 bytes; each one is cut to what is left of that.
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + arg[: 128 - len(shown)] + b"' "
+    name = args[0][:128]
+    return b"-ERR unknown command '%b', with args beginning with: %b\r\n" % (
+        _one_line(name),
+        _one_line(shown),
+    )
+
+
+def _one_line(text: bytes) -> bytes:
+    return text.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
 def _format_addr(addr: Any) -> str:

@@ -80,6 +80,7 @@ class PartitionActor:
         self._overlay_ready_pos = 0
         self._overlay_ready_live = 0
         self._results: list[tuple[asyncio.Future[Any], Result]] = []
+        self._wrote = False
         self._load()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -126,6 +127,13 @@ class PartitionActor:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+
+    def has_pending(self) -> bool:
+        """Requests handed to this partition and not applied yet."""
+        return bool(self._inbox)
+
+    def inbox_size(self) -> int:
+        return len(self._inbox)
 
     def submit(
         self, handler: Callable[..., Result], args: tuple[Any, ...], future: asyncio.Future[Any]
@@ -187,29 +195,41 @@ class PartitionActor:
         self._ws = self.store.new_write_set()
         self._results = []
 
-    def _commit(self) -> None:
+    def _write_out(self) -> bool:
+        """Write what the step wrote so far and start a fresh write set. False if the write failed."""
         ws = self._ws
-        results = self._results
-        self._ws = None
-        self._results = []
         self._overlay.clear()
         self._overlay_ready.clear()
         self._overlay_ready_pos = 0
         self._overlay_ready_live = 0
-        if len(ws):
-            ws.put(self.space, META_KEY, self.meta.encode())
-            try:
-                self.store.write(ws)
-            except Exception as exc:
-                # The in-memory state now runs ahead of storage: refuse further work until a restart
-                # reloads the partition from what storage really holds.
-                log.exception("write failed on %s/%d", self.queue.name, self.index)
-                self.failed = exc
-                _resolve(results, TryAgainError(f"storage failed; {exc}"))
-                return
-            if self.service.wait_for_sync:
-                self.store.after_sync(lambda error: _resolve(results, error))
-                return
+        if not len(ws):
+            return True
+        self._ws = self.store.new_write_set()
+        self._wrote = True
+        ws.put(self.space, META_KEY, self.meta.encode())
+        try:
+            self.store.write(ws)
+        except Exception as exc:
+            # The in-memory state now runs ahead of storage: refuse further work until a restart
+            # reloads the partition from what storage really holds.
+            log.exception("write failed on %s/%d", self.queue.name, self.index)
+            self.failed = exc
+            return False
+        return True
+
+    def _commit(self) -> None:
+        results = self._results
+        written = self._write_out()
+        wrote = self._wrote
+        self._ws = None
+        self._results = []
+        self._wrote = False
+        if not written or self.failed is not None:
+            _resolve(results, TryAgainError(f"storage failed; {self.failed}"))
+            return
+        if wrote and self.service.wait_for_sync:
+            self.store.after_sync(lambda error: _resolve(results, error))
+            return
         _resolve(results, None)
 
     # -- key writes with the step overlay -------------------------------------------------------------
@@ -684,6 +704,15 @@ class PartitionActor:
                 self._index_expiry(Record.decode(value).created_at, key_seq(key))
                 count += 1
         return count
+
+    def op_read(self, now: int, reader: Callable[[PartitionActor], Result]) -> Result:
+        """Read the partition at this point of the step, after the requests before it.
+
+        What this step wrote so far is written out first, so storage scans see it; its replies still wait
+        for the sync that follows the step's last write.
+        """
+        self._write_out()
+        return reader(self)
 
     def op_nothing(self, now: int) -> None:
         """A request that only makes the actor run a step (to deal to new waiters)."""

@@ -84,10 +84,10 @@ class Queue:
             return partitions[0]
         start = self._produce_turn
         best = partitions[start % count]
-        best_ready = best.meta.ready + len(best._inbox)
+        best_ready = best.meta.ready + best.inbox_size()
         for offset in range(1, count):
             candidate = partitions[(start + offset) % count]
-            ready = candidate.meta.ready + len(candidate._inbox)
+            ready = candidate.meta.ready + candidate.inbox_size()
             if ready < best_ready:
                 best, best_ready = candidate, ready
         self._produce_turn = (best.index + 1) % count
@@ -112,6 +112,13 @@ class Queue:
             remaining -= take
             if not remaining:
                 break
+        if remaining and not plan:
+            # Items may be on their way: a produce handed to a partition but not applied yet. Ask that
+            # partition too, so a lease pipelined after a produce on the same connection sees its items.
+            for partition in partitions:
+                if partition.has_pending():
+                    plan.append((partition, remaining))
+                    break
         return plan
 
     def accept_dead_letter(self, ws: Any, record: Record, now: int) -> None:

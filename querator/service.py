@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -26,6 +27,7 @@ from querator.model import (
     MAX_PARTITIONS,
     MAX_QUEUE_NAME_BYTES,
     LeasedItem,
+    PartitionStats,
     QueueInfo,
     QueueOptions,
     QueueStats,
@@ -34,6 +36,7 @@ from querator.model import (
 )
 from querator.partition import PartitionActor
 from querator.queue import Queue, Waiter
+from querator.records import PartitionMeta
 from querator.store import open_store
 
 log = logging.getLogger("querator.service")
@@ -294,29 +297,49 @@ class Service:
     def queue_info(self, name: str) -> Awaitable[QueueInfo]:
         return _done(self._queue(name).info())
 
+    def _read(
+        self,
+        partitions: Sequence[PartitionActor],
+        reader: Callable[[PartitionActor], Any],
+        combine: Callable[[list[Any]], T],
+    ) -> asyncio.Future[T]:
+        """Read each partition after the requests already handed to it, so a read sees every earlier write
+        of the same caller (a pipelined QPRODUCE then QLEN counts the produced items). An idle partition is
+        read at once; a busy one inside its next step, at the read's place in its inbox."""
+        if not any(p.has_pending() for p in partitions):
+            return _done(combine([reader(p) for p in partitions]))
+        parts = [
+            self._submit(p, PartitionActor.op_read, reader) if p.has_pending() else _done(reader(p))
+            for p in partitions
+        ]
+        return _combine(parts, combine)
+
     def queue_length(self, name: str) -> Awaitable[int]:
-        return _done(self._queue(name).ready())
+        return self._read(self._queue(name).partitions, lambda p: p.meta.ready, sum)
 
     def queue_stats(self, name: str) -> Awaitable[QueueStats]:
         queue = self._queue(name)
-        parts = [p.stats() for p in queue.partitions]
-        metas = [p.meta for p in queue.partitions]
+        return self._read(queue.partitions, _partition_snapshot, lambda snaps: self._stats(queue, snaps))
+
+    def _stats(
+        self, queue: Queue, snapshots: list[tuple[PartitionStats, PartitionMeta, int | None]]
+    ) -> QueueStats:
+        parts = [s[0] for s in snapshots]
+        metas = [s[1] for s in snapshots]
         now = self.clock.now_ms()
-        oldest = [t for p in queue.partitions if (t := p.oldest_ready_enqueue_at()) is not None]
-        return _done(
-            QueueStats(
-                ready=sum(s.ready for s in parts),
-                leased=sum(s.leased for s in parts),
-                scheduled=sum(s.scheduled for s in parts),
-                produced=sum(m.produced for m in metas),
-                completed=sum(m.completed for m in metas),
-                retried=sum(m.retried for m in metas),
-                lease_expired=sum(m.lease_expired for m in metas),
-                dead_lettered=sum(m.dead_lettered for m in metas),
-                oldest_ready_age=max(0, now - min(oldest)) if oldest else 0,
-                waiting_consumers=sum(1 for w in queue.waiters if not w.future.done()),
-                partitions=parts,
-            )
+        oldest = [s[2] for s in snapshots if s[2] is not None]
+        return QueueStats(
+            ready=sum(s.ready for s in parts),
+            leased=sum(s.leased for s in parts),
+            scheduled=sum(s.scheduled for s in parts),
+            produced=sum(m.produced for m in metas),
+            completed=sum(m.completed for m in metas),
+            retried=sum(m.retried for m in metas),
+            lease_expired=sum(m.lease_expired for m in metas),
+            dead_lettered=sum(m.dead_lettered for m in metas),
+            oldest_ready_age=max(0, now - min(oldest)) if oldest else 0,
+            waiting_consumers=sum(1 for w in queue.waiters if not w.future.done()),
+            partitions=parts,
         )
 
     def _validate_options(self, name: str, o: QueueOptions) -> None:
@@ -497,14 +520,13 @@ class Service:
             if parsed is None or parsed[1] >= len(q.partitions):
                 raise CommandError(f"invalid id '{after}'")
             _, start_partition, after_seq = parsed
-        out: list[StoredItem] = []
-        indexes = [partition] if partition is not None else range(start_partition, len(q.partitions))
-        for index in indexes:
-            seq = after_seq if index == start_partition else 0
-            out.extend(q.partitions[index].items(seq, limit - len(out)))
-            if len(out) >= limit:
-                break
-        return _done(out)
+        indexes = [partition] if partition is not None else list(range(start_partition, len(q.partitions)))
+        chosen = [q.partitions[i] for i in indexes]
+
+        def reader(p: PartitionActor) -> list[StoredItem]:
+            return p.items(after_seq if p.index == start_partition else 0, limit)
+
+        return self._read(chosen, reader, lambda lists: [i for items in lists for i in items][:limit])
 
     # -- for INFO ----------------------------------------------------------------------------------------
 
@@ -559,6 +581,10 @@ def _options_of(declaration: QueueDeclaration) -> QueueOptions:
         dead_queue=declaration.dead_queue,
         reference=declaration.reference,
     )
+
+
+def _partition_snapshot(p: PartitionActor) -> tuple[PartitionStats, PartitionMeta, int | None]:
+    return p.stats(), dataclasses.replace(p.meta), p.oldest_ready_enqueue_at()
 
 
 def _done(value: T) -> asyncio.Future[T]:
