@@ -1,0 +1,308 @@
+"""Start and stop the servers under test: Querator and redis-server, each on a free 127.0.0.1 port with
+its data in a fresh temporary directory that is removed when the server stops.
+
+Durability is matched like for like (see bench/README.md):
+
+    Querator --durability fsync  <->  redis appendonly yes, appendfsync always
+    Querator --durability flush  <->  redis appendonly yes, appendfsync everysec
+    Querator --backend memory    <->  redis appendonly no, save ''
+
+Use the servers as context managers (or call `stop()` in a `finally`)::
+
+    with QueratorServer(backend="rocksdb", durability="fsync") as q:
+        call(q.port, "QCREATE", "q")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import hiredis
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+_READY = re.compile(rb"ready to accept connections on [^ ]+:(\d+)")
+# Querator logs `asctime LEVEL name: message`; anything at WARNING or above is worth a look.
+_QUERATOR_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+
+
+class ServerError(RuntimeError):
+    """A server did not start, or answered a setup command with an error."""
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def call(port: int, *args: Any, timeout: float = 10.0, raise_errors: bool = True) -> Any:
+    """Send one command on a fresh connection and return its reply (RESP2, decoded by hiredis).
+
+    An error reply raises `ServerError` unless `raise_errors` is false, then it is returned as a
+    `hiredis.ReplyError`.
+    """
+    reader = hiredis.Reader()
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(hiredis.pack_command(tuple(args)))
+        while True:
+            reply = reader.gets()
+            if reply is not False:
+                break
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"connection to port {port} closed before the reply")
+            reader.feed(data)
+    if raise_errors and isinstance(reply, hiredis.ReplyError):
+        raise ServerError(f"{' '.join(map(str, args))[:80]}: {reply}")
+    return reply
+
+
+def ping(port: int, timeout: float = 1.0) -> bool:
+    try:
+        return bool(call(port, "PING", timeout=timeout) in (b"PONG", "PONG"))
+    except (OSError, ServerError):
+        return False
+
+
+class Server:
+    """A server child process with its own temporary directory and a log file inside it."""
+
+    kind = "server"
+
+    def __init__(self, keep_data: bool = False) -> None:
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tmpdir: Path | None = None
+        self.keep_data = keep_data
+        self.exit_code: int | None = None
+        self.log_text = ""
+        self.problems: list[str] = []
+
+    # Subclasses fill these in.
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def command(self, port: int, tmpdir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """The process says it is listening (checked before PING)."""
+        return True
+
+    @property
+    def log_path(self) -> Path:
+        assert self.tmpdir is not None
+        return self.tmpdir / "server.log"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.kind}-"))
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        assert self.tmpdir is not None
+        last_error = ""
+        for _attempt in range(3):  # a free port can be taken between free_port() and bind()
+            self.port = free_port()
+            log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+            try:
+                self.proc = subprocess.Popen(
+                    self.command(self.port, self.tmpdir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.tmpdir,
+                    start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it
+                )
+            finally:
+                log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    last_error = f"exited with {self.proc.returncode}: {self.read_log()[-2000:]}"
+                    break
+                if self._ready() and ping(self.port):
+                    return
+                time.sleep(0.05)
+            else:
+                raise ServerError(
+                    f"{self.describe()} did not answer PING in {timeout}s: {self.read_log()[-2000:]}"
+                )
+            self.proc = None
+        raise ServerError(f"{self.describe()} did not start: {last_error}")
+
+    def read_log(self) -> str:
+        if self.tmpdir is None:
+            return self.log_text
+        with contextlib.suppress(OSError):
+            self.log_text = self.log_path.read_text(errors="replace")
+        return self.log_text
+
+    def scan_problems(self) -> list[str]:
+        return []
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, wait, SIGKILL if it does not go; collect the log; remove the data directory."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.problems.append(
+                        f"{self.describe()}: did not stop within {timeout}s of SIGTERM; killed"
+                    )
+                    proc.kill()
+                    proc.wait(10)
+            self.exit_code = proc.returncode
+            if self.exit_code not in (0, -signal.SIGTERM):
+                self.problems.append(f"{self.describe()}: exit code {self.exit_code}")
+        if self.tmpdir is not None:
+            self.read_log()
+            self.problems.extend(self.scan_problems())
+            if not self.keep_data:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class QueratorServer(Server):
+    """`querator serve --port P --data TMP --backend B --durability D` from the project's virtualenv."""
+
+    kind = "querator"
+
+    def __init__(self, backend: str = "rocksdb", durability: str = "fsync", keep_data: bool = False) -> None:
+        super().__init__(keep_data)
+        if backend not in ("rocksdb", "memory"):
+            raise ValueError(f"backend must be rocksdb or memory, not {backend!r}")
+        if durability not in ("fsync", "flush"):
+            raise ValueError(f"durability must be fsync or flush, not {durability!r}")
+        self.backend = backend
+        self.durability = durability
+
+    def describe(self) -> str:
+        if self.backend == "memory":
+            return "querator memory"
+        return f"querator {self.backend}/{self.durability}"
+
+    def command(self, port: int, tmpdir: Path) -> list[str]:
+        script = ROOT / ".venv" / "bin" / "querator"
+        prefix = [str(script)] if script.exists() else [sys.executable, "-m", "querator"]
+        return [
+            *prefix,
+            "serve",
+            "--port",
+            str(port),
+            "--data",
+            str(tmpdir / "data"),
+            "--backend",
+            self.backend,
+            "--durability",
+            self.durability,
+        ]
+
+    def _ready(self) -> bool:
+        match = _READY.search(self.read_log().encode())
+        return bool(match and int(match.group(1)) == self.port)
+
+    def scan_problems(self) -> list[str]:
+        lines = [line for line in self.log_text.splitlines() if _QUERATOR_PROBLEM.search(line)]
+        if len(lines) > 20:
+            lines = [*lines[:20], f"... and {len(lines) - 20} more"]
+        return [f"{self.describe()} log: {line}" for line in lines]
+
+
+class RedisServer(Server):
+    """redis-server with an AOF fsynced `always` or `everysec`, or with no persistence (`none`)."""
+
+    kind = "redis"
+
+    def __init__(self, persistence: str = "always", keep_data: bool = False) -> None:
+        super().__init__(keep_data)
+        if persistence not in ("always", "everysec", "none"):
+            raise ValueError(f"persistence must be always, everysec or none, not {persistence!r}")
+        self.persistence = persistence
+
+    def describe(self) -> str:
+        if self.persistence == "none":
+            return "redis no persistence"
+        return f"redis aof {self.persistence}"
+
+    def command(self, port: int, tmpdir: Path) -> list[str]:
+        binary = shutil.which("redis-server") or "redis-server"
+        cmd = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--dir", str(tmpdir)]
+        cmd += ["--daemonize", "no", "--logfile", ""]  # log to stdout, which goes to server.log
+        if self.persistence == "none":
+            cmd += ["--appendonly", "no"]
+        else:
+            cmd += ["--appendonly", "yes", "--appendfsync", self.persistence]
+        return cmd
+
+    def scan_problems(self) -> list[str]:
+        # Redis logs its ordinary start and stop notices at '#' too, so look for real trouble only; the
+        # environment warnings (overcommit, THP, somaxconn) are not the server's doing.
+        trouble = re.compile(r"WARNING|[Ee]rror|MISCONF|too long|[Ff]ailed")
+        noise = ("overcommit_memory", "Transparent Huge Pages", "somaxconn", "no config file")
+        lines = [
+            line
+            for line in self.log_text.splitlines()
+            if trouble.search(line) and not any(n in line for n in noise)
+        ]
+        return [f"{self.describe()} log: {line}" for line in lines[:10]]
+
+
+def querator_version() -> str:
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "import querator; print(getattr(querator, '__version__', '?'))"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd=ROOT,
+        )
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def redis_version() -> str:
+    try:
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10)
+        match = re.search(r"v=(\S+)", out.stdout)
+        return match.group(1) if match else out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
