@@ -225,12 +225,33 @@ class PartitionActor:
         self._results = []
         self._wrote = False
         if not written or self.failed is not None:
-            _resolve(results, TryAgainError(f"storage failed; {self.failed}"))
+            self._resolve(results, TryAgainError(f"storage failed; {self.failed}"))
             return
         if wrote and self.service.wait_for_sync:
-            self.store.after_sync(lambda error: _resolve(results, error))
+            self.store.after_sync(lambda error: self._resolve(results, error))
             return
-        _resolve(results, None)
+        self._resolve(results, None)
+
+    def _resolve(
+        self, results: list[tuple[asyncio.Future[Any], Result]], error: BaseException | None
+    ) -> None:
+        failure = TryAgainError(f"storage failed; {error}") if error is not None else None
+        abandoned: list[int] = []
+        for future, result in results:
+            if future.done():
+                # Cancelled: the caller went away before its reply. Leased items it will never see go back
+                # to the queue, so nothing is held by nobody until the lease times out.
+                if failure is None and type(result) is list and result and type(result[0]) is LeasedItem:
+                    abandoned.extend(int(item.id.rsplit("-", 1)[1]) for item in result)
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if abandoned and not self._stopping and self.failed is None:
+            self.submit(PartitionActor.op_release, (abandoned,), asyncio.get_running_loop().create_future())
 
     # -- key writes with the step overlay -------------------------------------------------------------
 
@@ -762,19 +783,6 @@ class PartitionActor:
                 )
             )
         return out
-
-
-def _resolve(results: list[tuple[asyncio.Future[Any], Result]], error: BaseException | None) -> None:
-    failure = TryAgainError(f"storage failed; {error}") if error is not None else None
-    for future, result in results:
-        if future.done():
-            continue
-        if failure is not None:
-            future.set_exception(failure)
-        elif isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
 
 
 __all__ = ["PartitionActor", "records"]

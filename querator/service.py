@@ -443,25 +443,15 @@ class Service:
             _forward(self._wait(queue, count, max(left, 1) if block_ms else 0), outer)
 
         leased.add_done_callback(chained)
+        outer.add_done_callback(lambda f: leased.cancel() if f.cancelled() else None)
         return outer
 
     def _waiter_done(self, queue: Queue, waiter: Waiter, future: asyncio.Future[list[LeasedItem]]) -> None:
+        # Items dealt to a waiter that was cancelled before its reply are given back by the partition that
+        # dealt them (PartitionActor._resolve); here the waiter only leaves the line.
         waiter.served()
-        if future.cancelled() and waiter.items:
-            # Items were dealt to a consumer that went away before its reply: give them back.
-            self._give_back(queue, waiter.items)
         with contextlib.suppress(ValueError):
             queue.waiters.remove(waiter)
-
-    def _give_back(self, queue: Queue, items: list[LeasedItem]) -> None:
-        if self._closing or queue.name not in self.queues:
-            return
-        groups = self._parse_ids(queue, [item.id for item in items])
-        for partition, seqs in groups.items():
-            try:
-                self._submit(queue.partitions[partition], PartitionActor.op_release, seqs)
-            except QueratorError:
-                log.warning("could not give back %d items of '%s'", len(seqs), queue.name)
 
     def _fail_waiters(self, queue: Queue, error: QueratorError) -> None:
         for waiter in list(queue.waiters):
@@ -642,6 +632,9 @@ def _combine(futures: list[asyncio.Future[Any]], reduce: Callable[[list[Any]], A
 
     for future in futures:
         future.add_done_callback(one_done)
+    # A caller that goes away cancels the combined future; the partitions must learn it too (a lease they
+    # answer for nobody is given back).
+    combined.add_done_callback(lambda f: [c.cancel() for c in futures] if f.cancelled() else None)
     return combined
 
 

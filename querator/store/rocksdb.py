@@ -10,7 +10,6 @@ one memtable budget and one block cache instead of getting their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import struct
@@ -204,7 +203,7 @@ class _GroupSync:
         self._fsync = fsync
         self._running: asyncio.Future[None] | None = None
         self._next: list[_SyncCallback] = []
-        self._idle: asyncio.Event | None = None
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     def request(self, callback: _SyncCallback) -> None:
         self._next.append(callback)
@@ -230,8 +229,16 @@ class _GroupSync:
                 log.exception("sync callback failed")
         if self._next:
             self._start()
+            return
+        for waiter in self._idle_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._idle_waiters.clear()
 
     async def drain(self) -> None:
-        while self._running is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._running)
+        """Wait until no sync is running or queued (every callback has been called)."""
+        if self._running is None:
+            return
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(idle)
+        await idle
