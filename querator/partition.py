@@ -28,6 +28,7 @@ from querator.records import (
     PartitionMeta,
     Record,
     encode_new,
+    lease_view,
     index_entry,
     index_key,
     key_seq,
@@ -81,6 +82,7 @@ class PartitionActor:
         self._overlay_ready_live = 0
         self._results: list[tuple[asyncio.Future[Any], Result]] = []
         self._wrote = False
+        self._id_prefix = f"{queue.uid}-{index}-"
         self._load()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -287,7 +289,7 @@ class PartitionActor:
         return seq
 
     def item_id(self, seq: int) -> str:
-        return f"{self.queue.uid}-{self.index}-{seq}"
+        return self._id_prefix + str(seq)
 
     def _enqueue(self, record: Record, due: int, now: int) -> int:
         """Place `record` at the tail (ready) or in the schedule (due in the future) under a new seq."""
@@ -408,30 +410,20 @@ class PartitionActor:
         self, seq: int, key: bytes, value: bytes, now: int, lease_timeout: int, taken: list[LeasedItem]
     ) -> bool:
         """Move one ready item to leased (or to the dead queue if it expired). True if it was leased."""
-        record = Record.decode(value)
         self._delete(key)
         self.meta.ready -= 1
-        self._unindex_expiry(record, seq)
-        if self._is_expired(record, now):
-            self._dead_letter(record, now)
-            return False
-        record.attempts += 1
+        if self.queue.options.expire_timeout:
+            record = Record.decode(value)
+            self._unindex_expiry(record, seq)
+            if self._is_expired(record, now):
+                self._dead_letter(record, now)
+                return False
         deadline = now + lease_timeout
-        record.lease_deadline = deadline
-        self._put(seq_key(LEASED, seq), record.encode())
+        leased, attempts, _, kind, reference, encoding, payload = lease_view(value, deadline)
+        self._put(seq_key(LEASED, seq), leased)
         self.leased[seq] = deadline
         heapq.heappush(self._lease_heap, (deadline, seq))
-        taken.append(
-            LeasedItem(
-                self.item_id(seq),
-                record.payload,
-                record.attempts,
-                deadline,
-                record.kind,
-                record.reference,
-                record.encoding,
-            )
-        )
+        taken.append(LeasedItem(self._id_prefix + str(seq), payload, attempts, deadline, kind, reference, encoding))
         return True
 
     # -- waiters ---------------------------------------------------------------------------------------
@@ -585,7 +577,7 @@ class PartitionActor:
         self, now: int, payloads: list[bytes], due: int, kind: bytes, reference: bytes, encoding: bytes
     ) -> list[str]:
         meta = self.meta
-        prefix = f"{self.queue.uid}-{self.index}-"
+        prefix = self._id_prefix
         ids: list[str] = []
         if due > now or self.queue.options.expire_timeout:
             for payload in payloads:

@@ -86,6 +86,19 @@ class Record:
         return cls(attempts, created, enqueue, deadline, data[a:b], data[b:c], data[c:d], data[d:])
 
 
+def lease_view(data: bytes, deadline: int) -> tuple[bytes, int, int, bytes, bytes, bytes, bytes]:
+    """The hot path of a lease, without a Record: returns the leased record (attempts + 1, deadline set),
+    then attempts, created_at, kind, reference, encoding and payload."""
+    attempts, created, enqueue, _, nk, nr, ne = _HEADER.unpack_from(data)
+    attempts += 1
+    a = _HEADER_SIZE
+    b = a + nk
+    c = b + nr
+    d = c + ne
+    leased = _HEADER.pack(attempts, created, enqueue, deadline, nk, nr, ne) + data[a:]
+    return leased, attempts, created, data[a:b], data[b:c], data[c:d], data[d:]
+
+
 def encode_new(
     created_at: int, enqueue_at: int, kind: bytes, reference: bytes, encoding: bytes, payload: bytes
 ) -> bytes:

@@ -170,20 +170,21 @@ class Service:
         queue of the same name are well formed but name nothing, so they are dropped (not counted)."""
         if len(ids) > self.config.max_batch:
             raise CommandError(f"too many ids; at most {self.config.max_batch} per call")
-        groups: dict[int, list[int]] = {}
-        seen: set[tuple[int, int]] = set()
+        groups: dict[int, dict[int, None]] = {}  # dicts keep order and drop repeated ids
         partitions = len(queue.partitions)
+        uid = queue.uid
         for raw in ids:
-            text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-            parsed = _split_id(text)
+            parsed = _split_id(raw)
             if parsed is None or parsed[1] >= partitions:
+                text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
                 raise CommandError(f"invalid id '{text}'")
-            uid, partition, seq = parsed
-            if uid != queue.uid or (partition, seq) in seen:
-                continue
-            seen.add((partition, seq))
-            groups.setdefault(partition, []).append(seq)
-        return groups
+            if parsed[0] != uid:
+                continue  # an id of an earlier queue of this name: well formed, names nothing
+            group = groups.get(parsed[1])
+            if group is None:
+                group = groups[parsed[1]] = {}
+            group[parsed[2]] = None
+        return {partition: list(seqs) for partition, seqs in groups.items()}
 
     def _per_partition(
         self, queue: Queue, groups: dict[int, list[int]], handler: Callable[..., int], *args: Any
@@ -548,13 +549,19 @@ def validate_queue_name(name: str) -> None:
         raise CommandError("invalid queue name; only visible ASCII characters, no whitespace")
 
 
-def _split_id(text: str) -> tuple[int, int, int] | None:
-    if not text or len(text) > MAX_ID_BYTES:
+def _split_id(raw: str | bytes) -> tuple[int, int, int] | None:
+    """(queue uid, partition, seq) of an id `uid-partition-seq`, or None if it is not of that form."""
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    if len(data) > MAX_ID_BYTES:
         return None
-    parts = text.split("-")
-    if len(parts) != 3 or not all(p.isdigit() and p.isascii() for p in parts):
+    parts = data.split(b"-")
+    if len(parts) != 3:
         return None
-    return int(parts[0]), int(parts[1]), int(parts[2])
+    a, b, c = parts
+    # bytes.isdigit() is ASCII-only and false for b"", so no sign, space or underscore reaches int().
+    if not (a.isdigit() and b.isdigit() and c.isdigit()):
+        return None
+    return int(a), int(b), int(c)
 
 
 def _check(option: str, value: int, low: int, high: int) -> None:

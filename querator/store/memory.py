@@ -20,12 +20,11 @@ class MemoryKeySpace:
         return value
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        # Lazy, like a RocksDB iterator: callers stop after a few keys at the head of a large range. Writes
+        # go to a write set and are applied only between scans, never while one is running.
         data = self.data
-        # Iterate over a snapshot of the keys in range so callers may write while they read.
-        for key in list(data.irange(start, end, inclusive=(True, False))):
-            value = data.get(key)
-            if value is not None:
-                yield key, value
+        for key in data.irange(start, end, inclusive=(True, False)):
+            yield key, data[key]
 
     def last_key(self, start: bytes, end: bytes) -> bytes | None:
         for key in self.data.irange(start, end, inclusive=(True, False), reverse=True):
