@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from querator.clients import ClientState, ServerState
 from querator.commands.reply import Deferred
-from querator.commands.table import COMMANDS, arity_ok
+from querator.commands.table import COMMANDS
 from querator.errors import QueratorError
 from querator.resp import NEED_DATA, ParserLimits, ProtocolError, RequestParser, encode, encode_error
 
@@ -125,30 +125,36 @@ class Connection(asyncio.Protocol):
         bounded) and after `_COMMANDS_PER_TURN` commands (so one deep pipeline cannot stall other clients);
         the rest stays in the parser and reading pauses until it has been run.
         """
-        parser = self._parser
+        next_command = self._parser.next_command
+        execute = self._execute
         client = self.client
         budget = _COMMANDS_PER_TURN
         self._backlog = False
         while self._blocker is None and not self._closing:
             if not budget or self._write_paused or len(self._pending) >= _MAX_PENDING_REPLIES:
-                self._backlog = parser.buffered_bytes() > 0
+                self._backlog = self._parser.buffered_bytes() > 0
                 break
             try:
-                command = parser.next_command()
+                command = next_command()
             except ProtocolError as exc:
                 self._protocol_error(exc)
                 break
             if command is NEED_DATA:
                 break
             budget -= 1
-            self._execute(cast(list[bytes], command))
+            execute(command)  # type: ignore[arg-type]
             if client.close_after_reply:
                 self._closing = True
+        ran = _COMMANDS_PER_TURN - budget
+        if ran:
+            client.last_command_at = time.monotonic()
+            self._server.stats.commands_processed += ran
         self._flush()
         if self._backlog and not budget and not self._continue_scheduled:
             self._continue_scheduled = True
             asyncio.get_running_loop().call_soon(self._continue)
-        self._update_reading()
+        if self._write_paused or self._backlog or self._reading_paused:
+            self._update_reading()
 
     def _continue(self) -> None:
         self._continue_scheduled = False
@@ -157,15 +163,14 @@ class Connection(asyncio.Protocol):
 
     def _execute(self, args: list[bytes]) -> None:
         client = self.client
-        client.last_command_at = time.monotonic()
-        self._server.stats.commands_processed += 1
         name = args[0].lower()
         command = COMMANDS.get(name)
         if command is None:
             self._push(_unknown_command(args))
             return
         client.last_command = command.name
-        if not arity_ok(command.arity, len(args)):
+        arity = command.arity
+        if arity != len(args) and (arity > 0 or len(args) < -arity):
             self._push(b"-ERR wrong number of arguments for '%b' command\r\n" % name)
             return
         if not client.authenticated and not command.no_auth:
@@ -241,7 +246,11 @@ class Connection(asyncio.Protocol):
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-            if transport.get_write_buffer_size() > self._server.config.max_output_buffer_bytes:
+            # Below the high-water mark (not paused) the buffer is far under the limit: skip the check.
+            if (
+                self._write_paused
+                and transport.get_write_buffer_size() > self._server.config.max_output_buffer_bytes
+            ):
                 log.warning("closing client %s: output buffer limit reached", self.client.addr)
                 transport.abort()
                 return

@@ -423,7 +423,9 @@ class PartitionActor:
         self._put(seq_key(LEASED, seq), leased)
         self.leased[seq] = deadline
         heapq.heappush(self._lease_heap, (deadline, seq))
-        taken.append(LeasedItem(self._id_prefix + str(seq), payload, attempts, deadline, kind, reference, encoding))
+        taken.append(
+            LeasedItem(self._id_prefix + str(seq), payload, attempts, deadline, kind, reference, encoding)
+        )
         return True
 
     # -- waiters ---------------------------------------------------------------------------------------

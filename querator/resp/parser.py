@@ -18,6 +18,11 @@ INLINE_MAX_BYTES: Final = 64 * 1024
 UNAUTHENTICATED_MAX_MULTIBULK: Final = 10
 UNAUTHENTICATED_MAX_BULK: Final = 16384
 _INT_MAX: Final = 2**31 - 1
+# The fast path (`_complete_small_multibulk`) looks headers up in these tables instead of parsing them, and
+# gives up on buffers larger than this, so an incomplete command is never re-walked at a cost that grows.
+_FAST_PATH_MAX_BYTES: Final = 16 * 1024
+_COUNT_HEADERS: Final = {b"*%d" % n: n for n in range(1, 1025)}
+_BULK_HEADERS: Final = {b"$%d" % n: n for n in range(4096)}
 
 
 class _NeedData:
@@ -88,6 +93,12 @@ class RequestParser:
 
     def next_command(self) -> list[bytes] | _NeedData:
         """The next complete command, or NEED_DATA. Empty requests (blank lines, `*0`) are skipped."""
+        if self._remaining < 0:
+            if self._pos >= len(self._buf):
+                return NEED_DATA
+            command = self._complete_small_multibulk()
+            if command is not None:
+                return command
         while True:
             if self._remaining < 0:
                 buf = self._buf
@@ -113,6 +124,39 @@ class RequestParser:
             return command
 
     # -- multibulk ------------------------------------------------------------------------------------------
+
+    def _complete_small_multibulk(self) -> list[bytes] | None:
+        """The common case in one pass: a complete, small, well-formed multibulk command at the head of the
+        buffer, with headers looked up in tables of their canonical forms. Anything else (incomplete, large,
+        unusual or invalid) returns None without consuming input, and the exact parser below decides."""
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        if end - pos > _FAST_PATH_MAX_BYTES or buf[pos] != 42:  # b"*"
+            return None
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        count = _COUNT_HEADERS.get(bytes(buf[pos:eol]))
+        if count is None or (count > UNAUTHENTICATED_MAX_MULTIBULK and not self._authenticated):
+            return None
+        max_bulk = self._limits.max_bulk_bytes
+        p = eol + 2
+        args = []
+        for _ in range(count):
+            eol = buf.find(b"\r\n", p)
+            if eol < 0:
+                return None
+            size = _BULK_HEADERS.get(bytes(buf[p:eol]))
+            if size is None or size > max_bulk:
+                return None
+            p = eol + 2
+            if p + size + 2 > end:
+                return None
+            args.append(bytes(buf[p : p + size]))
+            p += size + 2
+        self._pos = p
+        return args
 
     def _start_multibulk(self) -> bool | None:
         """Read `*<count>\\r\\n`. None: need data; False: empty request; True: arguments follow."""
