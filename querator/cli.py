@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--durability", choices=["fsync", "flush"], help="when replies are sent (default fsync)"
     )
     serve.add_argument("--requirepass", help="password clients must AUTH with")
+    serve.add_argument("--tls-port", type=int, help="also accept TLS connections on this port")
+    serve.add_argument("--tls-cert-file", help="server certificate (PEM) for TLS")
+    serve.add_argument("--tls-key-file", help="server private key (PEM) for TLS")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     return parser
 
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             durability=args.durability,
             requirepass=args.requirepass,
             log_level=args.log_level,
+            tls_port=args.tls_port,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
         )
     except ConfigError as exc:
         print(f"querator: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from querator.auth import User, Users
 from querator.config import Config
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class ServerState:
     clients: dict[int, ClientState] = field(default_factory=dict)
     stats: ServerStats = field(default_factory=ServerStats)
     tcp_port: int = 0
+    tls_port: int = 0
+    users: Users = field(default_factory=lambda: Users({"default": User("default", None)}))
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_client_id(self) -> int:
@@ -48,7 +51,7 @@ class ClientState:
     laddr: str = ""
     proto: int = 2
     authenticated: bool = True
-    user: str = "default"
+    acl: User = field(default_factory=lambda: User("default", None))
     name: str = ""
     lib_name: str = ""
     lib_ver: str = ""
@@ -60,7 +63,21 @@ class ClientState:
     # Set by the connection so commands such as RESET can change parser limits.
     on_auth_change: Callable[[bool], None] | None = None
 
-    def set_authenticated(self, value: bool) -> None:
+    @property
+    def user(self) -> str:
+        return self.acl.name
+
+    def log_in(self, user: User) -> None:
+        self.acl = user
+        self._set_authenticated(True)
+
+    def log_out(self) -> None:
+        """Back to the default user, as a new connection starts (RESET)."""
+        users = self.server.users
+        self.acl = users.default
+        self._set_authenticated(not users.default_needs_password())
+
+    def _set_authenticated(self, value: bool) -> None:
         self.authenticated = value
         if self.on_auth_change is not None:
             self.on_auth_change(value)

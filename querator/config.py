@@ -34,12 +34,30 @@ class QueueDeclaration:
 
 
 @dataclass(slots=True)
+class UserDeclaration:
+    """A `[[user]]` table: who may run which command groups on which queues."""
+
+    name: str
+    password: str = ""
+    password_sha256: str = ""
+    queues: list[str] = field(default_factory=lambda: ["*"])
+    commands: list[str] = field(default_factory=lambda: ["produce", "consume", "admin"])
+
+
+@dataclass(slots=True)
 class Config:
     # Network
     bind: str = "127.0.0.1"
     port: int = 2319
     max_clients: int = 10_000
     requirepass: str = ""
+    # TLS listener (0: off). Client certificates: "no", "optional" or "yes" (required), checked against
+    # tls-ca-cert-file.
+    tls_port: int = 0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_cert_file: str = ""
+    tls_auth_clients: str = "no"
     # Storage
     backend: Backend = "rocksdb"
     data: str = "./data"
@@ -53,18 +71,22 @@ class Config:
     max_bulk_bytes: int = 16 * 1024 * 1024
     max_query_buffer_bytes: int = 64 * 1024 * 1024
     max_output_buffer_bytes: int = 64 * 1024 * 1024
+    # A command must arrive completely within this time once its first byte came (0: no limit).
+    read_timeout_ms: int = 30_000
     partition_inbox: int = 10_000
     # Operations
     shutdown_grace_ms: int = 5_000
     log_level: str = "info"
     queues: list[QueueDeclaration] = field(default_factory=list)
+    users: list[UserDeclaration] = field(default_factory=list)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
-_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"queues"}
+_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"queues", "users"}
 _QUEUE_FIELDS = {f.name for f in dataclasses.fields(QueueDeclaration)}
+_USER_FIELDS = {f.name for f in dataclasses.fields(UserDeclaration)}
 
 
 def _snake(key: str) -> str:
@@ -75,6 +97,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     """Read `path` (if given) over the defaults, then apply non-None `overrides` (flags)."""
     values: dict[str, Any] = {}
     queues: list[QueueDeclaration] = []
+    users: list[UserDeclaration] = []
     if path is not None:
         try:
             with open(path, "rb") as fh:
@@ -85,12 +108,15 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             if key == "queue":
                 queues = [_queue_declaration(table) for table in value]
                 continue
+            if key == "user":
+                users = [_user_declaration(table) for table in value]
+                continue
             name = _snake(key)
             if name not in _FIELDS:
                 raise ConfigError(f"unknown config key '{key}'")
             values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = Config(**values, queues=queues)
+    config = Config(**values, queues=queues, users=users)
     validate(config)
     return config
 
@@ -107,6 +133,18 @@ def _queue_declaration(table: dict[str, Any]) -> QueueDeclaration:
     return QueueDeclaration(**fields)
 
 
+def _user_declaration(table: dict[str, Any]) -> UserDeclaration:
+    fields = {}
+    for key, value in table.items():
+        name = _snake(key)
+        if name not in _USER_FIELDS:
+            raise ConfigError(f"unknown key '{key}' in [[user]]")
+        fields[name] = value
+    if not fields.get("name"):
+        raise ConfigError("[[user]] needs a name")
+    return UserDeclaration(**fields)
+
+
 def validate(config: Config) -> None:
     if config.backend not in ("rocksdb", "memory"):
         raise ConfigError(f"backend must be rocksdb or memory, not '{config.backend}'")
@@ -114,6 +152,17 @@ def validate(config: Config) -> None:
         raise ConfigError(f"durability must be fsync or flush, not '{config.durability}'")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, not {config.port}")
+    if config.tls_port:
+        if not config.tls_cert_file or not config.tls_key_file:
+            raise ConfigError("tls-port needs tls-cert-file and tls-key-file")
+        if config.tls_auth_clients not in ("no", "optional", "yes"):
+            raise ConfigError(
+                f"tls-auth-clients must be no, optional or yes, not '{config.tls_auth_clients}'"
+            )
+        if config.tls_auth_clients != "no" and not config.tls_ca_cert_file:
+            raise ConfigError("tls-auth-clients needs tls-ca-cert-file to check client certificates")
+    if config.read_timeout_ms < 0:
+        raise ConfigError("read-timeout-ms must be at least 0")
     for name in ("max_clients", "max_item_bytes", "max_batch", "max_bulk_bytes", "partition_inbox"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be at least 1")

@@ -14,9 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
+from querator.auth import User
 from querator.clients import ClientState, ServerState
 from querator.commands.reply import Deferred
-from querator.commands.table import COMMANDS
+from querator.commands.table import COMMANDS, Command
 from querator.errors import QueratorError
 from querator.resp import NEED_DATA, ParserLimits, ProtocolError, RequestParser, encode, encode_error
 
@@ -39,10 +40,12 @@ class Connection(asyncio.Protocol):
             max_bulk_bytes=config.max_bulk_bytes,
             max_query_buffer_bytes=config.max_query_buffer_bytes,
         )
-        authenticated = not config.requirepass
+        authenticated = not server.users.default_needs_password()
         self._parser = RequestParser(self._limits, authenticated=authenticated)
         self._transport: asyncio.Transport | None = None
-        self.client = ClientState(server=server, id=server.next_client_id(), authenticated=authenticated)
+        self.client = ClientState(
+            server=server, id=server.next_client_id(), authenticated=authenticated, acl=server.users.default
+        )
         self.client.on_auth_change = self._set_parser_auth
         self._out: list[bytes] = []
         # Replies waiting behind an unfinished Deferred: bytes (ready) or Deferred (maybe not).
@@ -53,6 +56,8 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         # Complete commands left in the parser when a turn ended early (see `_process`).
         self._backlog = False
+        # Armed while a command is only partly received; fires after `read-timeout-ms` (slowloris defence).
+        self._read_timer: asyncio.TimerHandle | None = None
         self._continue_scheduled = False
         self.on_lost: Callable[[Connection], None] | None = None
 
@@ -77,6 +82,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         self._server.clients.pop(self.client.id, None)
         # Nobody will read these replies; a blocked QLEASE must not be handed items.
         for entry in self._pending:
@@ -130,6 +138,7 @@ class Connection(asyncio.Protocol):
         client = self.client
         budget = _COMMANDS_PER_TURN
         self._backlog = False
+        waiting_for_more = False
         while self._blocker is None and not self._closing:
             if not budget or self._write_paused or len(self._pending) >= _MAX_PENDING_REPLIES:
                 self._backlog = self._parser.buffered_bytes() > 0
@@ -140,6 +149,7 @@ class Connection(asyncio.Protocol):
                 self._protocol_error(exc)
                 break
             if command is NEED_DATA:
+                waiting_for_more = True
                 break
             budget -= 1
             execute(command)  # type: ignore[arg-type]
@@ -149,12 +159,40 @@ class Connection(asyncio.Protocol):
         if ran:
             client.last_command_at = time.monotonic()
             self._server.stats.commands_processed += ran
+        # Progress (or nothing half-received): the deadline restarts with the next partial command.
+        if self._read_timer is not None and (
+            ran or not waiting_for_more or not self._parser.buffered_bytes()
+        ):
+            self._read_timer.cancel()
+            self._read_timer = None
+        if waiting_for_more and self._read_timer is None and self._parser.buffered_bytes():
+            timeout = self._server.config.read_timeout_ms
+            if timeout:
+                self._read_timer = asyncio.get_running_loop().call_later(timeout / 1000, self._read_timed_out)
         self._flush()
         if self._backlog and not budget and not self._continue_scheduled:
             self._continue_scheduled = True
             asyncio.get_running_loop().call_soon(self._continue)
         if self._write_paused or self._backlog or self._reading_paused:
             self._update_reading()
+
+    def _read_timed_out(self) -> None:
+        """A command has been arriving for longer than `read-timeout-ms`: a slowloris, or a dead peer.
+
+        Redis has no such deadline; we close the connection so a trickle of bytes cannot hold a client
+        slot and its buffer forever. Idle time *between* commands is never limited.
+        """
+        self._read_timer = None
+        transport = self._transport
+        if transport is None:
+            return
+        log.info(
+            "closing client %s: command not complete after %d ms",
+            self.client.addr,
+            self._server.config.read_timeout_ms,
+        )
+        self._closing = True
+        transport.abort()
 
     def _continue(self) -> None:
         self._continue_scheduled = False
@@ -176,6 +214,11 @@ class Connection(asyncio.Protocol):
         if not client.authenticated and not command.no_auth:
             self._push(_NOAUTH_REPLY)
             return
+        if command.acl is not None and not client.acl.unrestricted:
+            denied = _denied(client.acl, command, args)
+            if denied is not None:
+                self._push(denied)
+                return
         try:
             assert command.handler is not None
             result = command.handler(client, args)
@@ -287,6 +330,22 @@ def _encode_deferred(deferred: Deferred) -> bytes:
     if deferred.convert is not None:
         result = deferred.convert(result)
     return encode(result, deferred.proto)
+
+
+def _denied(user: User, command: Command, args: list[bytes]) -> bytes | None:
+    """Redis's NOPERM replies when the user may not run this command group, or not on this queue."""
+    assert command.acl is not None
+    if not user.may_use(command.acl):
+        name = command.name.lower()
+        return b"-NOPERM User %b has no permissions to run the '%b' command\r\n" % (
+            user.name.encode(),
+            name.encode(),
+        )
+    if command.first_key and len(args) > command.first_key:
+        queue = args[command.first_key].decode("utf-8", "surrogateescape")
+        if not user.may_access(queue):
+            return b"-NOPERM No permissions to access a key\r\n"
+    return None
 
 
 def _unknown_command(args: list[bytes]) -> bytes:

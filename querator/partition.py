@@ -28,10 +28,10 @@ from querator.records import (
     PartitionMeta,
     Record,
     encode_new,
-    lease_view,
     index_entry,
     index_key,
     key_seq,
+    lease_view,
     prefix_end,
     seq_key,
 )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
+from querator.auth import Users
 from querator.clients import ServerState
 from querator.commands import load_commands
 from querator.config import Config
@@ -19,13 +21,29 @@ from querator.service import Service
 log = logging.getLogger("querator")
 
 
+def tls_context(config: Config) -> ssl.SSLContext:
+    """Server-side TLS: the certificate and key, and client certificates as `tls-auth-clients` says."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    if config.tls_ca_cert_file:
+        context.load_verify_locations(config.tls_ca_cert_file)
+    context.verify_mode = {
+        "no": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "yes": ssl.CERT_REQUIRED,
+    }[config.tls_auth_clients]
+    return context
+
+
 class Server:
     def __init__(self, config: Config, service: Service | None = None) -> None:
         load_commands()
         self.config = config
         self.service = service or Service(config)
-        self.state = ServerState(config=config, service=self.service)
+        self.state = ServerState(config=config, service=self.service, users=Users.from_config(config))
         self._server: asyncio.base_events.Server | None = None
+        self._tls_server: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
         self._connections: set[Connection] = set()
 
@@ -41,12 +59,25 @@ class Server:
         )
         sockets = self._server.sockets
         self.state.tcp_port = sockets[0].getsockname()[1] if sockets else self.config.port
+        tls_note = ""
+        if self.config.tls_port:
+            self._tls_server = await loop.create_server(
+                self._new_connection,
+                self.config.bind,
+                self.config.tls_port,
+                reuse_address=True,
+                backlog=1024,
+                ssl=tls_context(self.config),
+            )
+            self.state.tls_port = self._tls_server.sockets[0].getsockname()[1]
+            tls_note = f", TLS on port {self.state.tls_port}"
         log.info(
-            "Querator ready to accept connections on %s:%d (backend %s, durability %s)",
+            "Querator ready to accept connections on %s:%d (backend %s, durability %s%s)",
             self.config.bind,
             self.state.tcp_port,
             self.config.backend,
             self.config.durability,
+            tls_note,
         )
 
     def _new_connection(self) -> Connection:
@@ -68,8 +99,9 @@ class Server:
         self._stopped.set()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
         # In-flight batches finish and their replies go out before the storage closes.
         await self.service.close()
         await asyncio.sleep(0)

@@ -3,7 +3,6 @@ SELECT, QUIT, RESET. They behave as in Redis, because client libraries depend on
 
 from __future__ import annotations
 
-import hmac
 import time
 
 from querator import __version__
@@ -14,16 +13,6 @@ from querator.resp import SimpleString, Verbatim
 
 OK = SimpleString("OK")
 PONG = SimpleString("PONG")
-
-
-def check_password(client: ClientState, user: str, password: bytes) -> bool:
-    """Constant-time comparison against `requirepass` (the only user so far is `default`)."""
-    expected = client.server.config.requirepass.encode()
-    if user != "default":
-        return False
-    if not expected:
-        return True  # the default user has no password: anything authenticates, as in Redis
-    return hmac.compare_digest(password, expected)
 
 
 def _ping(client: ClientState, args: list[bytes]) -> object:
@@ -39,16 +28,16 @@ def _echo(client: ClientState, args: list[bytes]) -> object:
 def _auth(client: ClientState, args: list[bytes]) -> object:
     if len(args) > 3:
         raise CommandError(SYNTAX_ERROR)
-    if not client.server.config.requirepass and len(args) == 2:
+    if not client.server.users.default_needs_password() and len(args) == 2:
         raise CommandError(
             "AUTH <password> called without any password configured for the default user. "
             "Are you sure your configuration is correct?"
         )
-    user = args[1].decode("utf-8", "replace") if len(args) == 3 else "default"
-    if not check_password(client, user, args[-1]):
+    name = args[1].decode("utf-8", "replace") if len(args) == 3 else "default"
+    user = client.server.users.authenticate(name, args[-1])
+    if user is None:
         raise WrongPassError()
-    client.user = user
-    client.set_authenticated(True)
+    client.log_in(user)
     return OK
 
 
@@ -66,12 +55,10 @@ def _hello(client: ClientState, args: list[bytes]) -> object:
     while cursor:
         option = cursor.next_bytes().upper()
         if option == b"AUTH" and cursor.remaining() >= 2:
-            user = cursor.next_str()
-            password = cursor.next_bytes()
-            if not check_password(client, user, password):
+            user = client.server.users.authenticate(cursor.next_str(), cursor.next_bytes())
+            if user is None:
                 raise WrongPassError()
-            client.user = user
-            client.set_authenticated(True)
+            client.log_in(user)
         elif option == b"SETNAME" and cursor.remaining() >= 1:
             name = _valid_name(cursor.next_str())
         else:
@@ -117,8 +104,7 @@ def _quit(client: ClientState, args: list[bytes]) -> object:
 def _reset(client: ClientState, args: list[bytes]) -> object:
     client.proto = 2
     client.name = ""
-    client.user = "default"
-    client.set_authenticated(not client.server.config.requirepass)
+    client.log_out()
     return SimpleString("RESET")
 
 

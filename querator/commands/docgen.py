@@ -30,7 +30,7 @@ def render() -> str:
         "# Commands",
         "",
         "Generated from the command table (`querator/commands/`) by `make docs`; do not edit by hand.",
-        "The same table answers `COMMAND`, `COMMAND INFO` and `COMMAND DOCS`, so redis-cli shows these hints.",
+        "The same table answers `COMMAND`, `COMMAND INFO` and `COMMAND DOCS`, so redis-cli shows hints.",
         "Arity follows Redis: a negative number is a minimum, counting the command name.",
         "",
     ]

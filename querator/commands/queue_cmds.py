@@ -95,7 +95,12 @@ def _qlist(client: ClientState, args: list[bytes]) -> Any:
             limit = cursor.next_int("LIMIT", 1, 100_000)
         else:
             raise CommandError(SYNTAX_ERROR)
-    return Deferred(client.server.service.list_queues(after, limit))  # type: ignore[arg-type]
+    user = client.acl
+    if user.unrestricted:
+        return Deferred(client.server.service.list_queues(after, limit))  # type: ignore[arg-type]
+    # A restricted user sees only the queues its patterns allow.
+    names = client.server.service.list_queues(after, 100_000)
+    return Deferred(names, lambda found: [n for n in found if user.may_access(n)][:limit])  # type: ignore[arg-type]
 
 
 def _info_reply(info: QueueInfo) -> dict[str, Any]:
@@ -326,6 +331,18 @@ _WHEN = Arg(
 )
 
 
+_ACL_GROUP = {
+    "QPRODUCE": "produce",
+    "QLEASE": "consume",
+    "QCOMPLETE": "consume",
+    "QRETRY": "consume",
+    "QEXTEND": "consume",
+    "QINFO": "read",
+    "QSTATS": "read",
+    "QLEN": "read",
+}
+
+
 def _queue_command(
     name: str, arity: int, summary: str, handler: Any, flags: tuple[str, ...], *args: Arg
 ) -> None:
@@ -341,6 +358,7 @@ def _queue_command(
             first_key=1,
             last_key=1,
             key_step=1,
+            acl=_ACL_GROUP.get(name, "admin"),
         )
     )
 
@@ -364,6 +382,7 @@ register(
         _qlist,
         ("readonly",),
         (Arg("after", token="AFTER", optional=True), Arg("limit", "integer", token="LIMIT", optional=True)),
+        acl="read",
     )
 )
 _queue_command("QINFO", 2, "Returns a queue's options.", _qinfo, ("readonly",))

@@ -51,6 +51,9 @@ class Command:
     last_key: int = 0
     key_step: int = 0
     since: str = "0.1.0"
+    # Permission group checked for restricted users (querator.auth): produce, consume, admin, read; None:
+    # any authenticated user may run it.
+    acl: str | None = None
     subcommands: dict[str, Command] = field(default_factory=dict)
 
     @property
