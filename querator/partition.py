@@ -431,22 +431,23 @@ class PartitionActor:
     # -- waiters ---------------------------------------------------------------------------------------
 
     def _deal_to_waiters(self, now: int) -> None:
-        """Deal ready items to blocked consumers one at a time, in arrival order, round after round."""
+        """Deal ready items to blocked consumers one at a time, in arrival order, round after round.
+
+        The items are leased in one pass from the head (FIFO order), then dealt: the first to the first
+        waiter, the second to the second, ... wrapping round until each has its COUNT or none are left.
+        """
         queue = self.queue
-        lease_timeout = queue.options.lease_timeout
         live: list[Waiter] = [w for w in queue.waiters if not w.future.done()]
-        dealing = True
-        while dealing and self.meta.ready:
-            dealing = False
+        wanted = sum(w.count for w in live)
+        items = self._take_ready(wanted, now, queue.options.lease_timeout) if wanted else []
+        dealt = 0
+        while dealt < len(items):
             for waiter in live:
+                if dealt >= len(items):
+                    break
                 if len(waiter.items) < waiter.count:
-                    got = self._take_ready(1, now, lease_timeout)
-                    if not got:
-                        if not self.meta.ready:
-                            break
-                        continue
-                    waiter.items.extend(got)
-                    dealing = True
+                    waiter.items.append(items[dealt])
+                    dealt += 1
         served = [w for w in live if w.items]
         if served or len(live) != len(queue.waiters):
             queue.waiters.clear()

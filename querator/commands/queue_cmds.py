@@ -21,7 +21,7 @@ from querator.model import (
     QueueUpdate,
     StoredItem,
 )
-from querator.resp import SimpleString
+from querator.resp import Encoded, SimpleString
 
 OK = SimpleString("OK")
 _NO_LIMIT = 2**63 - 1
@@ -186,11 +186,40 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Any:
     future = service.produce(
         name, payloads, delay_ms=delay, at_ms=at, kind=kind, reference=reference, encoding=encoding
     )
-    return Deferred(future)  # type: ignore[arg-type]
+    return Deferred(future, _ids_reply)  # type: ignore[arg-type]
 
 
-def _lease_reply(items: list[LeasedItem]) -> list[list[Any]]:
-    return [[i.id, i.payload, i.attempts, i.lease_deadline, i.kind, i.reference, i.encoding] for i in items]
+def _lease_reply(items: list[LeasedItem]) -> Encoded:
+    """[[id, payload, attempts, lease-deadline, kind, reference, encoding], ...], encoded in one pass."""
+    parts = [b"*%d\r\n" % len(items)]
+    append = parts.append
+    for i in items:
+        item_id = i.id.encode()
+        append(
+            b"*7\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n:%d\r\n:%d\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+            % (
+                len(item_id),
+                item_id,
+                len(i.payload),
+                i.payload,
+                i.attempts,
+                i.lease_deadline,
+                len(i.kind),
+                i.kind,
+                len(i.reference),
+                i.reference,
+                len(i.encoding),
+                i.encoding,
+            )
+        )
+    return Encoded(b"".join(parts))
+
+
+def _ids_reply(ids: list[str]) -> Encoded:
+    """The ids of a QPRODUCE, encoded in one pass (ids are ASCII)."""
+    parts = [b"*%d\r\n" % len(ids)]
+    parts.extend(b"$%d\r\n%b\r\n" % (len(i), i.encode()) for i in ids)
+    return Encoded(b"".join(parts))
 
 
 def _qlease(client: ClientState, args: list[bytes]) -> Any:

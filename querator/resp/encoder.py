@@ -24,6 +24,13 @@ class Verbatim(str):
     __slots__ = ()
 
 
+class Encoded(bytes):
+    """A reply already in RESP (the same bytes in RESP2 and RESP3), written as it is. Hot replies such as
+    lease results are built directly in this form, skipping the generic encoder."""
+
+    __slots__ = ()
+
+
 class Push(list[Any]):
     """A RESP3 out-of-band push; an array under RESP2."""
 
@@ -58,7 +65,9 @@ def encode_error(code: str, message: str) -> bytes:
 def _encode_into(value: Any, proto: int, out: list[bytes]) -> None:
     # Ordered by how often each type is replied; `type() is` is faster than isinstance for exact types.
     kind = type(value)
-    if kind is bytes:
+    if kind is Encoded:
+        out.append(value)
+    elif kind is bytes:
         out.append(b"$%d\r\n%b\r\n" % (len(value), value))
     elif kind is SimpleString:
         static = _STATIC.get(value)
