@@ -24,7 +24,6 @@ from querator.model import (
 from querator.resp import Encoded, SimpleString
 
 OK = SimpleString("OK")
-_NO_LIMIT = 2**63 - 1
 
 
 def _ok(_: Any) -> Any:
@@ -47,7 +46,7 @@ def _parse_queue_options(cursor: ArgCursor) -> QueueUpdate:
         elif option == b"LEASE-TIMEOUT":
             update.lease_timeout = cursor.next_int("LEASE-TIMEOUT", 1, MAX_LEASE_TIMEOUT)
         elif option == b"EXPIRE-TIMEOUT":
-            update.expire_timeout = cursor.next_int("EXPIRE-TIMEOUT", 0, _NO_LIMIT)
+            update.expire_timeout = cursor.next_int("EXPIRE-TIMEOUT", 0, None)
         elif option == b"MAX-ATTEMPTS":
             update.max_attempts = cursor.next_int("MAX-ATTEMPTS", 0, MAX_ATTEMPTS_LIMIT)
         elif option == b"DEAD-QUEUE":
@@ -168,9 +167,9 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Any:
         if option == b"ITEMS":
             break
         if option == b"DELAY":
-            delay = cursor.next_int("DELAY", 0, _NO_LIMIT)
+            delay = cursor.next_int("DELAY", 0, None)
         elif option == b"AT":
-            at = cursor.next_int("AT", 0, _NO_LIMIT)
+            at = cursor.next_int("AT", 0, None)
         elif option == b"KIND":
             kind = cursor.next_bytes()
         elif option == b"REFERENCE":
@@ -232,7 +231,7 @@ def _qlease(client: ClientState, args: list[bytes]) -> Any:
         if option == b"COUNT":
             count = cursor.next_int("COUNT", 1, MAX_LEASE_COUNT)
         elif option == b"BLOCK":
-            block = cursor.next_int("BLOCK", 0, _NO_LIMIT)
+            block = cursor.next_int("BLOCK", 0, None)
         else:
             raise CommandError(SYNTAX_ERROR)
     future = client.server.service.lease(name, count, block)
@@ -261,10 +260,10 @@ def _qretry(client: ClientState, args: list[bytes]) -> Any:
         option = cursor.peek_upper()
         if option == b"DELAY":
             cursor.next_bytes()
-            delay = cursor.next_int("DELAY", 0, _NO_LIMIT)
+            delay = cursor.next_int("DELAY", 0, None)
         elif option == b"AT":
             cursor.next_bytes()
-            at = cursor.next_int("AT", 0, _NO_LIMIT)
+            at = cursor.next_int("AT", 0, None)
         elif option == b"DEAD":
             cursor.next_bytes()
             dead = True
