@@ -140,7 +140,8 @@ def test_queues_declared_in_the_config_file_exist_at_start(tmp_path: Path) -> No
     config = tmp_path / "declared.toml"
     config.write_text(
         '[[queue]]\nname = "dead"\n'
-        '[[queue]]\nname = "jobs"\npartitions = 3\nlease-timeout = 5000\nmax-attempts = 4\ndead-queue = "dead"\n'
+        '[[queue]]\nname = "jobs"\npartitions = 3\nlease-timeout = 5000\n'
+        'max-attempts = 4\ndead-queue = "dead"\n'
     )
     server = ServerProcess(tmp_path / "data", "--config", str(config)).start()
     try:
