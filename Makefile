@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck bench bench-quick chaos docs clean
+.PHONY: serve test lint typecheck bench bench-quick chaos docs clean redis-tools
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,19 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m querator.commands.docgen > docs/commands.md
 
-bench: $(STAMP)
+# The benchmarks compare against redis-server on this machine; install it (Debian) when missing.
+redis-tools:
+	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools)
+
+bench: $(STAMP) redis-tools
 	$(BIN)/python -m bench.run
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) redis-tools
 	$(BIN)/python -m bench.run --quick
 
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.chaos --durability both
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
