@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -75,10 +76,8 @@ class ServerProcess:
 
     def read_log(self) -> str:
         if self.proc is not None and self.proc.stderr is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.log += self.proc.stderr.read() or b""
-            except (OSError, ValueError):
-                pass
         return self.log.decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
