@@ -27,12 +27,13 @@ from querator.records import (
     SCHEDULED,
     PartitionMeta,
     Record,
-    encode_new,
     index_entry,
     index_key,
     key_seq,
     lease_view,
+    new_record_prefix,
     prefix_end,
+    ready_keys,
     seq_key,
 )
 
@@ -587,14 +588,19 @@ class PartitionActor:
                 record = Record(0, now, now, 0, kind, reference, encoding, payload)
                 ids.append(prefix + str(self._enqueue(record, due, now)))
         else:
-            # The hot path: no Record objects, one put per item.
-            put_ready = self._put_ready
-            for payload in payloads:
-                seq = meta.next_seq
-                meta.next_seq = seq + 1
-                put_ready(seq, encode_new(now, now, kind, reference, encoding, payload))
-                ids.append(prefix + str(seq))
-            meta.ready += len(payloads)
+            # The hot path: the record prefix is built once, keys and values in bulk, no Record objects.
+            count = len(payloads)
+            first = meta.next_seq
+            meta.next_seq = first + count
+            head = new_record_prefix(now, now, kind, reference, encoding)
+            keys = ready_keys(first, count)
+            values = [head + payload for payload in payloads]
+            self._ws.put_many(self.space, keys, values)
+            self._overlay.update(zip(keys, values, strict=True))
+            self._overlay_ready.extend(keys)
+            self._overlay_ready_live += count
+            ids = [prefix + str(seq) for seq in range(first, first + count)]
+            meta.ready += count
         meta.produced += len(payloads)
         return ids
 

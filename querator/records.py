@@ -99,17 +99,23 @@ def lease_view(data: bytes, deadline: int) -> tuple[bytes, int, int, bytes, byte
     return leased, attempts, created, data[a:b], data[b:c], data[c:d], data[d:]
 
 
-def encode_new(
-    created_at: int, enqueue_at: int, kind: bytes, reference: bytes, encoding: bytes, payload: bytes
+def new_record_prefix(
+    created_at: int, enqueue_at: int, kind: bytes, reference: bytes, encoding: bytes
 ) -> bytes:
-    """The record of a newly produced item (the hot path: no Record object)."""
+    """Everything of a new item's record but its payload, which follows it: shared by all the items of one
+    QPRODUCE, so the hot path builds it once per call."""
     return (
         _HEADER.pack(0, created_at, enqueue_at, 0, len(kind), len(reference), len(encoding))
         + kind
         + reference
         + encoding
-        + payload
     )
+
+
+def ready_keys(first_seq: int, count: int) -> list[bytes]:
+    """The ready keys of `count` consecutive seqs from `first_seq`."""
+    pack = _SEQ.pack
+    return [READY + pack(seq) for seq in range(first_seq, first_seq + count)]
 
 
 @dataclass(slots=True)

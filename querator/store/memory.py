@@ -44,6 +44,9 @@ class MemoryWriteSet:
     def delete(self, space: MemoryKeySpace, key: bytes) -> None:
         self.ops.append((space, key, None))
 
+    def put_many(self, space: MemoryKeySpace, keys: list[bytes], values: list[bytes]) -> None:
+        self.ops.extend((space, key, value) for key, value in zip(keys, values, strict=True))
+
     def __len__(self) -> int:
         return len(self.ops)
 

@@ -90,6 +90,13 @@ class RocksWriteSet:
         self.batch.delete(space.prefix + key)
         self.count += 1
 
+    def put_many(self, space: RocksKeySpace, keys: list[bytes], values: list[bytes]) -> None:
+        put = self.batch.put
+        prefix = space.prefix
+        for key, value in zip(keys, values, strict=True):
+            put(prefix + key, value)
+        self.count += len(keys)
+
     def __len__(self) -> int:
         return self.count
 
