@@ -1,17 +1,19 @@
 """Querator against redis-server, workload by workload, in the same run.
 
-    python -m bench.run [--quick] [--only NAME ...] [--rounds R] [--json PATH]
+    python -m bench.run [--quick] [--big] [--only NAME ...] [--rounds R] [--json PATH] [--charts DIR]
 
-Each workload runs R rounds (default 3; `--quick`: 1 round, small sizes). A round measures both servers
-back to back, each on a fresh server process with its data in a temporary directory, and the order
-alternates (Querator first in even rounds, Redis first in odd ones) so slow drift on this shared machine
-hits both sides alike. The table shows each side's median with its min-max and the ratio of the medians
-(querator / redis). Results also go to bench/results/latest.json. See bench/README.md.
+Each workload runs R rounds (default 3, but 1 for the big-queue workloads backlog, memory, memory-backend
+and restart; `--quick`: 1 round, small sizes). A round measures both servers back to back, each on a fresh
+server process with its data in a temporary directory, and the order alternates (Querator first in odd
+rounds, Redis first in even ones) so slow drift on this shared machine hits both sides alike. The table
+shows each side's median with its min-max and the ratio of the medians (querator / redis). Results also go
+to bench/results/latest.json, and charts rendered from it to docs/img/. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -22,11 +24,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
+from bench import bulk, loadgen
 from bench import redis_benchmark as rb
 from bench.servers import (
     QueratorServer,
@@ -38,7 +40,9 @@ from bench.servers import (
     redis_version,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS_IMG = ROOT / "docs" / "img"
 SIDES = ("querator", "redis")
 
 
@@ -53,6 +57,14 @@ class Sizes:
     cycle_items_100: int  # items for the COUNT 100 cycle
     cycle_time_limit: float
     handoff_seconds: float
+    backlog_small: int  # W5: the reference backlog (also what is queued after the big one is completed)
+    backlog_sizes: tuple[int, ...]  # W5: the bigger backlogs (--big adds 10 million)
+    steady_seconds: float  # W5: how long one lease + complete window lasts
+    steady_windows: int  # W5: windows per backlog (interleaved with the other backlogs' windows)
+    steady_warmup: float  # W5: uncounted lease + complete before each window
+    memory_items: tuple[int, ...]  # W6: items queued when the RSS is read (--big adds 10 million)
+    restart_items: int  # W7: items queued before the restart
+    restart_leased: int  # W7: items leased (lease timeout 1 h) before the second restart
 
 
 DEFAULT = Sizes(
@@ -63,6 +75,14 @@ DEFAULT = Sizes(
     cycle_items_100=100_000,
     cycle_time_limit=40.0,
     handoff_seconds=3.0,
+    backlog_small=10_000,
+    backlog_sizes=(1_000_000,),
+    steady_seconds=1.0,
+    steady_windows=3,
+    steady_warmup=0.3,
+    memory_items=(1_000_000,),
+    restart_items=1_000_000,
+    restart_leased=10_000,
 )
 QUICK = Sizes(
     seconds=0.8,
@@ -72,13 +92,38 @@ QUICK = Sizes(
     cycle_items_100=20_000,
     cycle_time_limit=15.0,
     handoff_seconds=1.5,
+    backlog_small=10_000,
+    backlog_sizes=(100_000,),
+    steady_seconds=0.5,
+    steady_windows=2,
+    steady_warmup=0.2,
+    memory_items=(100_000,),
+    restart_items=100_000,
+    restart_leased=2_000,
 )
+BIG_ITEMS = 10_000_000  # what --big adds to W5 and W6
+
+
+def with_big(sizes: Sizes) -> Sizes:
+    return replace(
+        sizes,
+        backlog_sizes=(*sizes.backlog_sizes, BIG_ITEMS),
+        memory_items=(*sizes.memory_items, BIG_ITEMS),
+    )
+
+
+def human(n: int) -> str:
+    """10_000 -> '10k', 1_000_000 -> '1M'."""
+    for div, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= div and n % div == 0:
+            return f"{n // div}{suffix}"
+    return str(n)
 
 
 @dataclass(frozen=True)
 class Metric:
     key: str
-    unit: str  # "req/s", "items/s" (higher is better) or "ms" (lower is better)
+    unit: str  # "req/s", "items/s" (higher is better) or "ms", "s", "MB" (lower is better)
 
 
 @dataclass
@@ -96,9 +141,15 @@ class Workload:
     name: str
     summary: str
     pairing: str  # how durability is matched, e.g. "fsync/always"
-    metrics: tuple[Metric, ...]
+    metrics: tuple[Metric, ...] | Callable[[Sizes], tuple[Metric, ...]]
     servers: dict[str, Callable[[], Server]]
     measure: dict[str, Measure]
+    # Rounds when --rounds is not given (None: the run's default). The big-queue workloads run once: each
+    # of their rounds fills a million items or more per side.
+    rounds: int | None = None
+
+    def metrics_for(self, sizes: Sizes) -> tuple[Metric, ...]:
+        return self.metrics(sizes) if callable(self.metrics) else self.metrics
 
 
 # --- redis-benchmark measurements -------------------------------------------------------------------
@@ -252,6 +303,305 @@ def note_loadgen(m: Measurement, key: str, errors: dict[str, int], client_cpu: f
         )
 
 
+# --- big queues: backlog, memory, restart -----------------------------------------------------------
+
+
+def durable_server(target: str) -> Server:
+    """The fsync/always pair: Querator rocksdb/fsync or redis-server with an AOF fsynced always."""
+    return QueratorServer("rocksdb", "fsync") if target == "querator" else RedisServer("always")
+
+
+class extra_server:
+    """Start one more server inside a measurement; stop it and keep its problems in `m` at the end."""
+
+    def __init__(self, factory: Callable[[], Server], m: Measurement) -> None:
+        self.server = factory()
+        self.m = m
+
+    def __enter__(self) -> Server:
+        return self.server.start()
+
+    def __exit__(self, *exc: object) -> None:
+        # proc is None once stopped on purpose (stop() is idempotent); a process that ended by itself is not.
+        crashed = self.server.proc is not None and self.server.proc.poll() is not None
+        self.server.stop()
+        if crashed:
+            self.m.problems.append(f"{self.server.describe()} (extra server) exited during the run")
+        self.m.problems.extend(self.server.problems)
+
+
+def queued(server: Server, target: str) -> int:
+    if target == "querator":
+        return int(call(server.port, "QLEN", bulk.QUEUE))
+    return int(call(server.port, "XLEN", bulk.QUEUE))
+
+
+def checked_fill(
+    server: Server,
+    target: str,
+    n: int,
+    m: Measurement,
+    label: str,
+    *,
+    expect_total: int | None = None,
+    **kw: Any,
+) -> bulk.FillResult:
+    """Fill n items (outside any timed part), keep the details, check the count on the server."""
+    r = bulk.run_fill(server.port, target, n, time_limit=max(120.0, n / 5_000), **kw)
+    m.details[label] = asdict(r)
+    note_loadgen(m, label, r.errors, 0.0)
+    if r.timed_out:
+        m.problems.append(f"{label}: gave up after {r.seconds:.0f}s with {r.items} of {n} items stored")
+    total = queued(server, target)
+    m.details[label]["queued_after"] = total
+    want = n if expect_total is None else expect_total
+    if r.items != n or total != want:
+        m.problems.append(
+            f"{label}: replies say {r.items} of {n} stored; the server holds {total} (expected {want})"
+        )
+    return r
+
+
+def steady_window(server: Server, target: str, backlog: int, sizes: Sizes, m: Measurement, key: str) -> None:
+    """One window of steady lease + complete; the windows of one case are added up in m.details[key]."""
+    r = bulk.run_steady(
+        server.port, target, backlog, seconds=sizes.steady_seconds, warmup=sizes.steady_warmup
+    )
+    d = m.details.setdefault(key, {"backlog": backlog, "completed": 0, "seconds": 0.0, "windows": []})
+    d["completed"] += r.completed
+    d["seconds"] = round(d["seconds"] + r.seconds, 3)
+    d["windows"].append(asdict(r))
+    note_loadgen(m, key, r.errors, r.client_cpu)
+    if r.short_completes:
+        m.problems.append(f"{key}: {r.short_completes} completes acknowledged fewer ids than sent")
+    if r.max_stall_ms > 1000:
+        m.problems.append(f"{key}: no completion for {r.max_stall_ms:.0f} ms at one point (stall)")
+    if r.min_backlog < backlog // 2:
+        m.problems.append(f"{key}: the refill fell behind; the backlog went down to {r.min_backlog}")
+
+
+def interleaved(
+    cases: list[tuple[str, Server, int]], target: str, sizes: Sizes, m: Measurement, phase: str
+) -> dict[str, float]:
+    """Steady windows on several live servers in turn (A B C, then B C A, ...), so that drift on the shared
+    machine hits every case alike. Returns items/s per case for this phase (completed / measured time)."""
+    totals = {key: [0, 0.0] for key, _, _ in cases}
+    for w in range(sizes.steady_windows):
+        order = cases[w % len(cases) :] + cases[: w % len(cases)]
+        for key, server, backlog in order:
+            before = m.details.get(key, {"completed": 0, "seconds": 0.0})
+            c0, s0 = before["completed"], before["seconds"]
+            steady_window(server, target, backlog, sizes, m, key)
+            totals[key][0] += m.details[key]["completed"] - c0
+            totals[key][1] += m.details[key]["seconds"] - s0
+    rates = {key: c / t if t else math.nan for key, (c, t) in totals.items()}
+    m.details.setdefault("phases", {})[phase] = rates
+    return rates
+
+
+RATIO = "ratio"
+
+
+def backlog_metrics(sizes: Sizes) -> tuple[Metric, ...]:
+    small = human(sizes.backlog_small)
+    out = [Metric(f"{small} queued", ITEMS)]
+    for i, n in enumerate(sizes.backlog_sizes):
+        out.append(Metric(f"{human(n)} queued", ITEMS))
+        if i == 0:
+            out.append(Metric(f"{small} after {human(n)} completed", ITEMS))
+    for i, n in enumerate(sizes.backlog_sizes):
+        out.append(Metric(f"{human(n)} queued / {small} queued", RATIO))
+        if i == 0:
+            out.append(Metric(f"{small} after {human(n)} completed / {small} queued", RATIO))
+    out += [Metric(f"fill {human(n)}", "s") for n in sizes.backlog_sizes]
+    first = human(sizes.backlog_sizes[0])
+    out.append(Metric(f"lease+complete all {first}", "s"))
+    return tuple(out)
+
+
+def backlog(target: str) -> Measure:
+    """W5, on live servers side by side: S holds the small backlog, one more server per bigger size.
+
+    Phase 1: fill them all (timed, outside the measurement), then steady lease + complete windows on each in
+    turn. Phase 2: lease + complete everything on the first big one (COUNT 1000, timed), queue the small
+    backlog there again, and alternate windows between it and S. Each ratio compares windows of the same
+    phase, so slow drift of the machine cancels out."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        small = sizes.backlog_small
+        s_key = f"{human(small)} queued"
+        checked_fill(server, target, small, m, f"fill {human(small)}")
+        with contextlib.ExitStack() as stack:
+            cases = [(s_key, server, small)]
+            for n in sizes.backlog_sizes:
+                big = stack.enter_context(extra_server(lambda: durable_server(target), m))
+                f = checked_fill(big, target, n, m, f"fill {human(n)}")
+                m.values[f"fill {human(n)}"] = f.seconds
+                cases.append((f"{human(n)} queued", big, n))
+            rates = interleaved(cases, target, sizes, m, "1")
+            for key, _, _n in cases[1:]:
+                m.values[key] = rates[key]
+                m.values[f"{key} / {s_key}"] = rates[key] / rates[s_key]
+
+            _, big0, n0 = cases[1]
+            for _, other, _ in cases[2:]:  # the 10M server is done: free its memory and CPU
+                other.stop()
+            d = bulk.run_drain(big0.port, target, time_limit=max(120.0, n0 / 2_000))
+            key = f"lease+complete all {human(n0)}"
+            m.details[key] = asdict(d)
+            m.values[key] = d.seconds
+            note_loadgen(m, key, d.errors, 0.0)
+            left = int(call(big0.port, "QLEN", bulk.QUEUE)) if target == "querator" else 0
+            if d.timed_out or d.short_completes or left:
+                m.problems.append(
+                    f"{key}: {d.items} items in {d.seconds:.0f}s, {d.short_completes} short completes, "
+                    f"{left} still queued"
+                )
+            # Redis: XACK leaves the acknowledged entries in the stream, so XLEN keeps counting them.
+            base = 0 if target == "querator" else queued(big0, target)
+            checked_fill(big0, target, small, m, f"fill {human(small)} after", expect_total=base + small)
+            a_key = f"{human(small)} after {human(n0)} completed"
+            rates2 = interleaved([(s_key, server, small), (a_key, big0, small)], target, sizes, m, "2")
+            m.values[a_key] = rates2[a_key]
+            m.values[f"{a_key} / {s_key}"] = rates2[a_key] / rates2[s_key]
+        total = m.details[s_key]
+        m.values[s_key] = total["completed"] / total["seconds"] if total["seconds"] else math.nan
+
+    return measure
+
+
+def memory_metrics(sizes: Sizes) -> tuple[Metric, ...]:
+    out = [Metric("RSS, empty queue", "MB")]
+    for n in sizes.memory_items:
+        out += [Metric(f"RSS, {human(n)} queued", "MB"), Metric(f"peak RSS, {human(n)} queued", "MB")]
+    return tuple(out)
+
+
+def memory(target: str, sizes_of: Callable[[Sizes], tuple[int, ...]] = lambda s: s.memory_items) -> Measure:
+    """W6. Fill up to each size in turn (100-byte items), wait 2 s, read VmRSS / VmHWM of the server."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        assert server.proc is not None
+        setup = bulk.run_fill(server.port, target, 0)  # creates the queue / stream and group only
+        note_loadgen(m, "setup", setup.errors, 0.0)
+        time.sleep(0.5)
+        m.values["RSS, empty queue"] = bulk.rss(server.proc.pid)["VmRSS"]
+        have = 0
+        for n in sizes_of(sizes):
+            label = human(n)
+            f = checked_fill(server, target, n - have, m, f"fill to {label}", expect_total=n)
+            have = n
+            time.sleep(2.0)
+            mem = bulk.rss(server.proc.pid)
+            m.values[f"RSS, {label} queued"] = mem["VmRSS"]
+            m.values[f"peak RSS, {label} queued"] = mem["VmHWM"]
+            detail: dict[str, Any] = {"fill_s": f.seconds, **mem}
+            if server.tmpdir is not None:
+                detail["data_dir_mb"] = round(bulk.dir_size_mb(server.tmpdir), 1)
+            if target == "redis":
+                info = call(server.port, "INFO", "memory").decode()
+                for line in info.splitlines():
+                    if line.startswith(("used_memory:", "used_memory_rss:", "mem_fragmentation_ratio:")):
+                        k, _, v = line.partition(":")
+                        detail[k] = float(v)
+            m.details[f"memory {label}"] = detail
+
+    return measure
+
+
+RESTART_LEASE_TIMEOUT_MS = 3_600_000  # an hour: nothing leased expires during the workload
+
+
+def restart_metrics(sizes: Sizes) -> tuple[Metric, ...]:
+    n, k = human(sizes.restart_items), human(sizes.restart_leased)
+    return tuple(
+        Metric(f"{what}, {sig}", "s")
+        for sig in ("SIGTERM", "SIGKILL")
+        for what in (f"{n} queued", f"{n} queued, {k} leased")
+    )
+
+
+def _stats(server: Server, target: str) -> dict[str, int]:
+    """Querator: ready / leased from QSTATS; Redis: stream length and pending count."""
+    if target == "querator":
+        flat = call(server.port, "QSTATS", bulk.QUEUE)
+        pairs = dict(zip(flat[::2], flat[1::2], strict=True))
+        return {"ready": int(pairs[b"ready"]), "leased": int(pairs[b"leased"])}
+    pending = call(server.port, "XPENDING", bulk.QUEUE, "g")
+    return {"length": int(call(server.port, "XLEN", bulk.QUEUE)), "pending": int(pending[0])}
+
+
+def restart(target: str) -> Measure:
+    """W7. Per signal (SIGTERM, then SIGKILL on a second server): fill, stop with the signal, start again
+    and time until the first lease returns an item; then lease `restart_leased` (lease timeout 1 h; the
+    timed lease counts as one of them), stop and start again, time the same."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        n, k = sizes.restart_items, sizes.restart_leased
+        lease_cmd: tuple[Any, ...]
+        if target == "querator":
+            lease_cmd = ("QLEASE", bulk.QUEUE, "COUNT", 1)
+        else:
+            lease_cmd = ("XREADGROUP", "GROUP", "g", "c0", "COUNT", 1, "STREAMS", bulk.QUEUE, ">")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.ExitStack() as stack:
+                srv = (
+                    server
+                    if sig == signal.SIGTERM
+                    else stack.enter_context(extra_server(lambda: durable_server(target), m))
+                )
+                checked_fill(
+                    srv,
+                    target,
+                    n,
+                    m,
+                    f"fill {human(n)} ({sig.name})",
+                    lease_timeout_ms=RESTART_LEASE_TIMEOUT_MS,
+                )
+                for with_leased in (False, True):
+                    if with_leased:
+                        got = bulk.run_lease_n(srv.port, target, k - 1)
+                        if got != k - 1:
+                            m.problems.append(
+                                f"restart: leased only {got} of {k - 1} items before the restart"
+                            )
+                    key = (
+                        f"{human(n)} queued, {human(k)} leased, {sig.name}"
+                        if with_leased
+                        else (f"{human(n)} queued, {sig.name}")
+                    )
+                    before = _stats(srv, target)
+                    r = srv.restart(sig)
+                    fl = bulk.first_lease(srv.port, lease_cmd, r["t0"], timeout=120.0)
+                    detail: dict[str, Any] = {**r, **asdict(fl), "before": before}
+                    detail.pop("t0")
+                    m.details[key] = detail
+                    if fl.seconds is None:
+                        m.problems.append(
+                            f"restart {key}: no lease within 120 s (attempts {fl.attempts}, "
+                            f"last: {fl.last_error}); "
+                            f"server {'running' if srv.alive() else 'exited'}"
+                        )
+                        return
+                    m.values[key] = fl.seconds
+                    expected_exit = (0, -signal.SIGTERM) if sig == signal.SIGTERM else (-signal.SIGKILL,)
+                    if r["exit_code"] not in expected_exit:
+                        m.problems.append(f"restart {key}: the old process exited with {r['exit_code']}")
+                    after = _stats(srv, target)
+                    detail["after"] = after
+                    # The timed lease took one item: one more leased / pending, one less ready.
+                    if target == "querator":
+                        ok = after == {"ready": before["ready"] - 1, "leased": before["leased"] + 1}
+                    else:
+                        ok = after == {"length": before["length"], "pending": before["pending"] + 1}
+                    if not ok:
+                        m.problems.append(
+                            f"restart {key}: before {before}, after the restart and one lease {after}"
+                        )
+
+    return measure
+
+
 # --- the workloads ----------------------------------------------------------------------------------
 
 RATE = "req/s"
@@ -349,6 +699,51 @@ WORKLOADS: tuple[Workload, ...] = (
         servers={"querator": lambda: QueratorServer("memory", "flush"), "redis": lambda: RedisServer("none")},
         measure={"querator": handoff("querator"), "redis": handoff("redis")},
     ),
+    Workload(
+        name="backlog",
+        summary="4 consumers lease COUNT 100 + complete for 3 s, the queue held at 10k / 1M items, "
+        "and at 10k after 1M were produced and completed (--big: 10M too)",
+        pairing="fsync/always",
+        metrics=backlog_metrics,
+        servers={"querator": lambda: durable_server("querator"), "redis": lambda: durable_server("redis")},
+        measure={"querator": backlog("querator"), "redis": backlog("redis")},
+        rounds=1,
+    ),
+    Workload(
+        name="memory",
+        summary="VmRSS of the server process with 1M 100-byte items queued (--big: 10M too); "
+        "Querator rocksdb/fsync vs redis without persistence",
+        pairing="fsync/none",
+        metrics=memory_metrics,
+        servers={
+            "querator": lambda: QueratorServer("rocksdb", "fsync"),
+            "redis": lambda: RedisServer("none"),
+        },
+        measure={"querator": memory("querator"), "redis": memory("redis")},
+        rounds=1,
+    ),
+    Workload(
+        name="memory-backend",
+        summary="as memory, with Querator's in-memory backend (1M items only)",
+        pairing="memory/none",
+        metrics=lambda s: memory_metrics(replace(s, memory_items=s.memory_items[:1])),
+        servers={"querator": lambda: QueratorServer("memory", "flush"), "redis": lambda: RedisServer("none")},
+        measure={
+            "querator": memory("querator", lambda s: s.memory_items[:1]),
+            "redis": memory("redis", lambda s: s.memory_items[:1]),
+        },
+        rounds=1,
+    ),
+    Workload(
+        name="restart",
+        summary="start -> first successful lease with 1M queued, then with 10k of them leased; "
+        "after SIGTERM and after SIGKILL",
+        pairing="fsync/always",
+        metrics=restart_metrics,
+        servers={"querator": lambda: durable_server("querator"), "redis": lambda: durable_server("redis")},
+        measure={"querator": restart("querator"), "redis": restart("redis")},
+        rounds=1,
+    ),
 )
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -402,6 +797,12 @@ def run_one(workload: Workload, side: str, sizes: Sizes, round_no: int) -> Run:
 def fmt(value: float | None, unit: str) -> str:
     if value is None or math.isnan(value):
         return "-"
+    if unit == "s":
+        return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
+    if unit == "MB":
+        return f"{value:.0f}"
+    if unit == RATIO:
+        return f"{value:.2f}"
     if unit == "ms":
         return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
     if value >= 1e6:
@@ -429,11 +830,11 @@ def cell(summary: dict[str, Any], unit: str) -> str:
     return text
 
 
-def build_results(workloads: list[Workload], runs: list[Run]) -> list[dict[str, Any]]:
+def build_results(workloads: list[Workload], runs: list[Run], sizes: Sizes) -> list[dict[str, Any]]:
     results = []
     for w in workloads:
         mine = [r for r in runs if r.workload == w.name]
-        for metric in w.metrics:
+        for metric in w.metrics_for(sizes):
             row: dict[str, Any] = {
                 "workload": w.name,
                 "metric": metric.key,
@@ -446,7 +847,7 @@ def build_results(workloads: list[Workload], runs: list[Run]) -> list[dict[str, 
                     values
                 )
             q, r = row["querator"]["median"], row["redis"]["median"]
-            row["ratio"] = q / r if q is not None and r else None
+            row["ratio"] = q / r if q is not None and r and metric.unit != RATIO else None
             results.append(row)
     return results
 
@@ -490,12 +891,90 @@ def render_table(results: list[dict[str, Any]]) -> str:
     lines.append(
         "q/r = querator median / redis median. For req/s and items/s higher is better (q/r < 1: Querator"
     )
-    lines.append("is slower); for ms (latency) lower is better (q/r > 1: Querator is slower).")
+    lines.append("is slower); for ms, s and MB lower is better (q/r > 1: Querator is slower or bigger).")
+    return "\n".join(lines)
+
+
+BACKLOG_GOAL = 0.9
+
+
+def backlog_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The backlog ratio rows (each backlog's items/s over the small backlog's, measured in the same
+    interleaved phase) with the W5 goal for Querator: >= 0.9."""
+    out = []
+    for r in results:
+        if r["workload"] == "backlog" and r["unit"] == RATIO:
+            q = r["querator"]["median"]
+            out.append(
+                {
+                    "metric": r["metric"],
+                    "querator": q,
+                    "redis": r["redis"]["median"],
+                    "goal": BACKLOG_GOAL,
+                    "met": None if q is None else q >= BACKLOG_GOAL,
+                }
+            )
+    return out
+
+
+def render_backlog_ratios(ratios: list[dict[str, Any]]) -> str:
+    if not ratios:
+        return ""
+    lines = [f"backlog goal: Querator items/s with a big backlog >= {BACKLOG_GOAL:.2f} x the small one"]
+    width = max(len(r["metric"]) for r in ratios)
+    for r in ratios:
+        cells = "  ".join(f"{side} {'-' if r[side] is None else format(r[side], '.2f')}" for side in SIDES)
+        verdict = "-" if r["met"] is None else ("met" if r["met"] else "NOT met")
+        lines.append(f"  {r['metric'].ljust(width)}  {cells}  {verdict}")
     return "\n".join(lines)
 
 
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (pasted into docs/benchmarks.md)."""
+    info: dict[str, Any] = {
+        "nproc": cpu_count(),
+        "cpu_model": "?",
+        "mem_total_mb": None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["mem_total_mb"] = int(line.split()[1]) // 1024
+    for module in ("rocksdict", "hiredis", "uvloop"):
+        try:
+            from importlib.metadata import version
+
+            info[module] = version(module)
+        except Exception:
+            info[module] = "?"
+    return info
+
+
+def run_charts(json_path: Path, out_dir: Path) -> None:
+    try:
+        from bench import charts
+    except ImportError as exc:  # matplotlib missing
+        print(f"bench: charts skipped ({exc})", file=sys.stderr)
+        return
+    try:
+        written = charts.render(json_path, out_dir)
+    except Exception as exc:
+        print(f"bench: charts failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return
+    for path in written:
+        print(f"chart written to {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,56 +983,84 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", metavar="NAME", choices=list(BY_NAME), help="run only these workloads"
     )
-    parser.add_argument("--rounds", type=int, help="rounds per workload (default 3, --quick 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds for every workload (default: 3, but 1 for backlog, memory, memory-backend and restart; "
+        "--quick: 1)",
+    )
+    parser.add_argument("--big", action="store_true", help="backlog and memory with 10 million items too")
     parser.add_argument(
         "--json", type=Path, default=RESULTS / "latest.json", help="where to write the results"
     )
+    parser.add_argument(
+        "--charts",
+        type=Path,
+        default=None,
+        help=f"where to write the PNG charts (default {DOCS_IMG.relative_to(ROOT)}, with --quick "
+        f"{(RESULTS / 'img').relative_to(ROOT)})",
+    )
+    parser.add_argument("--no-charts", action="store_true", help="do not render charts")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = parser.parse_args(argv)
     if args.list:
         for w in WORKLOADS:
-            print(f"{w.name:15} {w.pairing:15} {w.summary}")
+            rounds = f"{w.rounds} round" if w.rounds else ""
+            print(f"{w.name:15} {w.pairing:15} {rounds:8} {w.summary}")
         return 0
-    rounds = args.rounds or (1 if args.quick else 3)
-    if rounds < 1:
+    if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     sizes = QUICK if args.quick else DEFAULT
+    if args.big:
+        sizes = with_big(sizes)
     workloads = [BY_NAME[n] for n in args.only] if args.only else list(WORKLOADS)
     signal.signal(signal.SIGTERM, _terminate)
+
+    def rounds_of(w: Workload) -> int:
+        if args.rounds:
+            return int(args.rounds)
+        if args.quick:
+            return 1
+        return w.rounds or 3
 
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     print(
-        f"bench: {len(workloads)} workload(s) x {rounds} round(s), "
-        f"{'quick' if args.quick else 'default'} sizes; {cpu_count()} CPUs, load {load_before[0]:.2f}",
+        f"bench: {len(workloads)} workload(s), {sum(map(rounds_of, workloads))} rounds in all, "
+        f"{'quick' if args.quick else 'default'}{' + big' if args.big else ''} sizes; "
+        f"{cpu_count()} CPUs, load {load_before[0]:.2f}",
         file=sys.stderr,
     )
     runs: list[Run] = []
+    workload_seconds: dict[str, float] = {}
     interrupted = False
     try:
         for w in workloads:
-            for round_no in range(rounds):
-                order = SIDES if round_no % 2 == 0 else SIDES[::-1]
-                for side in order:
-                    run = run_one(w, side, sizes, round_no)
-                    runs.append(run)
-                    shown = ", ".join(
-                        f"{k} {fmt(v, next(m.unit for m in w.metrics if m.key == k))}"
-                        for k, v in run.values.items()
-                    )
-                    status = f"ERROR {run.error}" if run.error else shown
-                    print(
-                        f"  {w.name} round {round_no + 1} {run.server}: {status} [{run.seconds}s]",
-                        file=sys.stderr,
-                    )
-                    for problem in run.problems:
-                        print(f"    ! {problem}", file=sys.stderr)
+            units = {m.key: m.unit for m in w.metrics_for(sizes)}
+            w_started = time.perf_counter()
+            try:
+                for round_no in range(rounds_of(w)):
+                    order = SIDES if round_no % 2 == 0 else SIDES[::-1]
+                    for side in order:
+                        run = run_one(w, side, sizes, round_no)
+                        runs.append(run)
+                        shown = ", ".join(f"{k} {fmt(v, units.get(k, ''))}" for k, v in run.values.items())
+                        status = f"ERROR {run.error}" if run.error else shown
+                        print(
+                            f"  {w.name} round {round_no + 1} {run.server}: {status} [{run.seconds}s]",
+                            file=sys.stderr,
+                        )
+                        for problem in run.problems:
+                            print(f"    ! {problem}", file=sys.stderr)
+            finally:
+                workload_seconds[w.name] = round(time.perf_counter() - w_started, 1)
     except KeyboardInterrupt:
         interrupted = True
         print("bench: interrupted; reporting what ran", file=sys.stderr)
 
-    results = build_results(workloads, runs)
+    results = build_results(workloads, runs, sizes)
+    ratios = backlog_ratios(results)
     problems = []
     for run in runs:
         if run.error:
@@ -561,23 +1068,30 @@ def main(argv: list[str] | None = None) -> int:
         problems += [f"{run.workload} round {run.round + 1} {run.server}: {p}" for p in run.problems]
     duration = time.perf_counter() - t0
     table = render_table(results)
+    extra = render_backlog_ratios(ratios)
     print()
     print(table)
+    if extra:
+        print()
+        print(extra)
     if problems:
         print("\nProblems seen:")
         for p in problems:
             print(f"  - {p}")
     print(
-        f"\n{len(runs)} runs in {duration:.0f}s; "
+        f"\n{len(runs)} runs in {duration:.0f}s "
+        f"({', '.join(f'{k} {v:.0f}s' for k, v in workload_seconds.items())}); "
         f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}"
     )
 
     report = {
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(duration, 1),
+        "workload_seconds": workload_seconds,
         "argv": sys.argv[1:] if argv is None else argv,
         "quick": args.quick,
-        "rounds": rounds,
+        "big": args.big,
+        "rounds": {w.name: rounds_of(w) for w in workloads},
         "interrupted": interrupted,
         "sizes": asdict(sizes),
         "environment": {
@@ -586,17 +1100,21 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "querator": querator_version(),
             "redis": redis_version(),
+            "machine": machine(),
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         },
         "results": results,
-        "table": table,
+        "backlog_ratios": ratios,
+        "table": table + ("\n\n" + extra if extra else ""),
         "problems": problems,
         "runs": [asdict(r) for r in runs],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"results written to {args.json}", file=sys.stderr)
+    if not args.no_charts and runs:
+        run_charts(args.json, args.charts or (RESULTS / "img" if args.quick else DOCS_IMG))
     return 130 if interrupted else 0
 
 

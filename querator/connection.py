@@ -28,6 +28,8 @@ _NOAUTH_REPLY = b"-NOAUTH Authentication required.\r\n"
 # How many replies a client may have outstanding before we stop reading its requests.
 _MAX_PENDING_REPLIES = 4096
 _WRITE_HIGH_WATER = 1024 * 1024
+# Bytes of unanswered requests one connection may have in flight before its later commands wait.
+_MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
 # Commands one connection runs before letting other connections have the event loop.
 _COMMANDS_PER_TURN = 256
 
@@ -56,6 +58,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         # Complete commands left in the parser when a turn ended early (see `_process`).
         self._backlog = False
+        self._in_flight = 0  # bytes of the requests whose replies are pending
         # Armed while a command is only partly received; fires after `read-timeout-ms` (slowloris defence).
         self._read_timer: asyncio.TimerHandle | None = None
         self._continue_scheduled = False
@@ -140,7 +143,7 @@ class Connection(asyncio.Protocol):
         self._backlog = False
         waiting_for_more = False
         while self._blocker is None and not self._closing:
-            if not budget or self._write_paused or len(self._pending) >= _MAX_PENDING_REPLIES:
+            if not budget or self._write_paused or self._too_much_in_flight():
                 self._backlog = self._parser.buffered_bytes() > 0
                 break
             try:
@@ -161,11 +164,11 @@ class Connection(asyncio.Protocol):
             self._server.stats.commands_processed += ran
         # Progress (or nothing half-received): the deadline restarts with the next partial command.
         if self._read_timer is not None and (
-            ran or not waiting_for_more or not self._parser.buffered_bytes()
+            ran or not waiting_for_more or not self._parser.command_in_progress()
         ):
             self._read_timer.cancel()
             self._read_timer = None
-        if waiting_for_more and self._read_timer is None and self._parser.buffered_bytes():
+        if waiting_for_more and self._read_timer is None and self._parser.command_in_progress():
             timeout = self._server.config.read_timeout_ms
             if timeout:
                 self._read_timer = asyncio.get_running_loop().call_later(timeout / 1000, self._read_timed_out)
@@ -175,6 +178,11 @@ class Connection(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._continue)
         if self._write_paused or self._backlog or self._reading_paused:
             self._update_reading()
+
+    def _too_much_in_flight(self) -> bool:
+        """Stop taking commands while this many replies, or requests this large, are still unanswered:
+        one client's pipeline must not fill the partitions' inboxes or the server's memory."""
+        return len(self._pending) >= _MAX_PENDING_REPLIES or self._in_flight >= _MAX_IN_FLIGHT_BYTES
 
     def _read_timed_out(self) -> None:
         """A command has been arriving for longer than `read-timeout-ms`: a slowloris, or a dead peer.
@@ -230,6 +238,9 @@ class Connection(asyncio.Protocol):
             self._push(b"-ERR internal error\r\n")
             return
         if type(result) is Deferred:
+            if not result.future.done():
+                result.weight = sum(map(len, args))
+                self._in_flight += result.weight
             self._push_deferred(result)
         else:
             self._push(encode(result, client.proto))
@@ -263,13 +274,14 @@ class Connection(asyncio.Protocol):
                 out.append(head)
             elif head.future.done():  # type: ignore[union-attr]
                 out.append(_encode_deferred(head))  # type: ignore[arg-type]
+                self._in_flight -= head.weight  # type: ignore[union-attr]
             else:
                 break
             pending.popleft()
         if self._blocker is not None and self._blocker.done():
             self._blocker = None
             self._process()
-        elif self._backlog and not self._write_paused and len(pending) < _MAX_PENDING_REPLIES:
+        elif self._backlog and not self._write_paused and not self._too_much_in_flight():
             self._process()
         else:
             self._flush()
@@ -304,7 +316,7 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        should_pause = self._write_paused or self._backlog or len(self._pending) >= _MAX_PENDING_REPLIES
+        should_pause = self._write_paused or self._backlog or self._too_much_in_flight()
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             transport.pause_reading()

@@ -15,6 +15,10 @@ MAX_ATTEMPTS_LIMIT = 65_536
 MAX_LEASE_COUNT = 1000
 MAX_QUEUE_NAME_BYTES = 512
 MAX_ID_BYTES = 64
+# Times are stored as signed 64-bit ms; bound what a client may ask for well inside that.
+MAX_WAIT_MS = 3_155_760_000_000  # DELAY and BLOCK: 100 years
+MAX_AT_MS = 253_402_300_799_999  # AT: the last millisecond of the year 9999
+MAX_LABEL_BYTES = 65_535  # KIND, REFERENCE and ENCODING each
 
 
 @dataclass(slots=True)

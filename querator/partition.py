@@ -51,8 +51,21 @@ _EXPIRY_END: Final = prefix_end(EXPIRY_INDEX)
 # expiries cannot stall the requests waiting behind it; the rest continues in the next step.
 _TIMER_BUDGET: Final = 5000
 
+# Items one step applies at most (a request's weight is its item, id or lease count), so the event loop
+# is never held for long by one partition however deep the clients' pipelines are.
+_STEP_ITEMS: Final = 20_000
+
 Result = Any
 _Request = tuple[Callable[..., Result], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+def _weight(args: tuple[Any, ...]) -> int:
+    first = args[0] if args else None
+    if isinstance(first, list):
+        return len(first)  # payloads of a produce, or seqs of a complete/retry/extend/remove
+    if isinstance(first, int) and not isinstance(first, bool):
+        return first  # a lease's count
+    return 1
 
 
 class PartitionActor:
@@ -169,17 +182,34 @@ class PartitionActor:
                     self._wake = None
                     if handle is not None:
                         handle.cancel()
+            if self.failed is not None:
+                self._refuse_inbox()
+                continue
             try:
                 self._step()
-            except Exception:
+            except Exception as exc:
+                # Not a request's fault (those are caught per request in _step): answer everyone waiting on
+                # this step rather than leave them hanging, and refuse work until a restart reloads storage.
                 log.exception("partition %s/%d step failed", self.queue.name, self.index)
+                self.failed = exc
+                self._resolve(self._results, exc)
+                self._results = []
+            if self._inbox or self._timers_due():
+                await asyncio.sleep(0)  # more work is waiting: let the other connections and actors run first
+
+    def _refuse_inbox(self) -> None:
+        error = TryAgainError(f"storage failed; partition {self.index} of '{self.queue.name}': {self.failed}")
+        inbox = self._inbox
+        self._inbox = []
+        for _, _, future in inbox:
+            if not future.done():
+                future.set_exception(error)
 
     # -- the step --------------------------------------------------------------------------------------
 
     def _step(self) -> None:
         now = self.clock.now_ms()
-        inbox = self._inbox
-        self._inbox = []
+        inbox = self._take_inbox()
         self._begin()
         self._run_timers(now)
         results = self._results
@@ -190,9 +220,29 @@ class PartitionActor:
                 results.append((future, handler(self, now, *args)))
             except QueratorError as exc:
                 results.append((future, exc))
+            except Exception:
+                # A bug, not the caller's mistake: requests are validated before they get here. The
+                # handlers change nothing before their last check, so the rest of the step is unharmed.
+                log.exception(
+                    "%s failed on %s/%d", getattr(handler, "__name__", handler), self.queue.name, self.index
+                )
+                results.append((future, QueratorError("internal error; see the server log")))
         if self.queue.waiters and self.meta.ready:
             self._deal_to_waiters(now)
         self._commit()
+
+    def _take_inbox(self) -> list[_Request]:
+        """The requests of one step: all that wait, up to about `_STEP_ITEMS` items (at least one request),
+        so one step cannot hold the event loop for long; the rest go to the next step."""
+        inbox = self._inbox
+        weight = 0
+        for taken, (_, args, _) in enumerate(inbox):
+            weight += _weight(args)
+            if weight >= _STEP_ITEMS:
+                self._inbox = inbox[taken + 1 :]
+                return inbox[: taken + 1]
+        self._inbox = []
+        return inbox
 
     def _begin(self) -> None:
         self._ws = self.store.new_write_set()

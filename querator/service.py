@@ -20,12 +20,15 @@ from querator.clock import Clock
 from querator.config import Config, QueueDeclaration
 from querator.errors import CommandError, NoQueueError, QueratorError, QueueExistsError, ShutdownError
 from querator.model import (
+    MAX_AT_MS,
     MAX_ATTEMPTS_LIMIT,
     MAX_ID_BYTES,
+    MAX_LABEL_BYTES,
     MAX_LEASE_COUNT,
     MAX_LEASE_TIMEOUT,
     MAX_PARTITIONS,
     MAX_QUEUE_NAME_BYTES,
+    MAX_WAIT_MS,
     LeasedItem,
     PartitionStats,
     QueueInfo,
@@ -202,10 +205,14 @@ class Service:
         if delay_ms is not None:
             if delay_ms < 0:
                 raise CommandError("DELAY must be at least 0")
+            if delay_ms > MAX_WAIT_MS:
+                raise CommandError(f"DELAY must be at most {MAX_WAIT_MS}")
             return self.clock.now_ms() + delay_ms if delay_ms else 0
         if at_ms is not None:
             if at_ms < 0:
                 raise CommandError("AT must be at least 0")
+            if at_ms > MAX_AT_MS:
+                raise CommandError(f"AT must be at most {MAX_AT_MS}")
             return at_ms
         return 0
 
@@ -389,6 +396,9 @@ class Service:
         for payload in payloads:
             if len(payload) > limit:
                 raise CommandError(f"item payload too large; max-item-bytes is {limit}")
+        for option, label in (("KIND", kind), ("REFERENCE", reference), ("ENCODING", encoding)):
+            if len(label) > MAX_LABEL_BYTES:
+                raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")
         due = self._due(delay_ms, at_ms)
         partition = q.produce_partition()
         return self._submit(partition, PartitionActor.op_produce, payloads, due, kind, reference, encoding)
@@ -399,6 +409,8 @@ class Service:
         _check("COUNT", count, 1, MAX_LEASE_COUNT)
         if block_ms is not None and block_ms < 0:
             raise CommandError("BLOCK must be at least 0")
+        if block_ms is not None and block_ms > MAX_WAIT_MS:
+            raise CommandError(f"BLOCK must be at most {MAX_WAIT_MS}")
         plan = q.lease_plan(count)
         if not plan:
             if block_ms is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 
 class Deferred:
-    __slots__ = ("blocking", "convert", "future", "proto")
+    __slots__ = ("blocking", "convert", "future", "proto", "weight")
 
     def __init__(
         self,
@@ -27,3 +27,5 @@ class Deferred:
         # as a blocked Redis client does.
         self.blocking = blocking
         self.proto = 2
+        # Bytes of the request, counted against the connection's in-flight budget until it is answered.
+        self.weight = 0

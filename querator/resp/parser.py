@@ -81,6 +81,10 @@ class RequestParser:
         """Bytes received but not yet returned as commands."""
         return len(self._buf) - self._pos
 
+    def command_in_progress(self) -> bool:
+        """Part of a command has arrived (bytes still buffered, or arguments already taken from them)."""
+        return self._remaining >= 0 or len(self._buf) > self._pos
+
     def feed(self, data: bytes) -> None:
         buf = self._buf
         if self._pos and self._pos >= len(buf) >> 1:

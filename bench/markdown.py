@@ -1,0 +1,82 @@
+"""Markdown tables from a results file of `bench.run`, to paste into docs/benchmarks.md.
+
+    python -m bench.markdown [--json bench/results/latest.json]
+
+Prints the machine table and one row per figure: workload, metric, durability pair, both medians with
+their min-max, q/r and the command that reproduces the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.run import RESULTS, cell
+
+COMMAND = ".venv/bin/python -m bench.run --only {workload}"
+
+
+def machine_table(report: dict[str, Any]) -> str:
+    env = report.get("environment", {})
+    mach = env.get("machine", {})
+    rows = [
+        ("CPUs (nproc)", mach.get("nproc", env.get("cpus"))),
+        ("CPU model", mach.get("cpu_model")),
+        ("memory", f"{mach.get('mem_total_mb')} MiB"),
+        ("kernel", mach.get("kernel")),
+        ("Python", mach.get("python", env.get("python"))),
+        ("Querator", env.get("querator")),
+        ("redis-server", env.get("redis")),
+        (
+            "rocksdict / hiredis / uvloop",
+            f"{mach.get('rocksdict')} / {mach.get('hiredis')} / {mach.get('uvloop')}",
+        ),
+        (
+            "load average (1 min) before / after",
+            f"{env.get('loadavg_before', [0])[0]:.2f} / {env.get('loadavg_after', [0])[0]:.2f}",
+        ),
+        (
+            "run started (UTC) / duration",
+            f"{report.get('started')} / {report.get('duration_s', 0) / 60:.1f} min",
+        ),
+    ]
+    lines = ["| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def figures_table(report: dict[str, Any], extra_args: str = "") -> str:
+    rounds = report.get("rounds", {})
+    lines = [
+        "| workload | metric | unit | durability | Querator median (min-max) | Redis median (min-max) | q/r "
+        "| rounds | reproduce |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report.get("results", []):
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        command = COMMAND.format(workload=row["workload"]) + extra_args
+        n = rounds.get(row["workload"], rounds) if isinstance(rounds, dict) else rounds
+        lines.append(
+            f"| {row['workload']} | {row['metric']} | {row['unit']} | {row['pairing']} "
+            f"| {cell(row['querator'], row['unit'])} | {cell(row['redis'], row['unit'])} | {ratio} "
+            f"| {n} | `{command}` |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.markdown", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--extra-args", default="", help="appended to each reproduce command, e.g. ' --big'")
+    args = parser.parse_args(argv)
+    report = json.loads(args.json.read_text())
+    print(machine_table(report))
+    print()
+    print(figures_table(report, args.extra_args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
