@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from querator import records
 from querator.errors import QueratorError, TryAgainError
 from querator.model import LeasedItem, PartitionStats, StoredItem
 from querator.records import (
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("querator.partition")
 
-_READY_START: Final = READY
 _READY_END: Final = prefix_end(READY)
 _DUE_END: Final = prefix_end(DUE_INDEX)
 _EXPIRY_END: Final = prefix_end(EXPIRY_INDEX)
@@ -443,10 +441,10 @@ class PartitionActor:
             if last_seq >= 0:
                 meta.ready_head = last_seq + 1
         if len(taken) < count and self._overlay_ready_live:
-            ready_keys = self._overlay_ready
+            pending_keys = self._overlay_ready
             pos = self._overlay_ready_pos
-            while pos < len(ready_keys) and len(taken) < count:
-                key = ready_keys[pos]
+            while pos < len(pending_keys) and len(taken) < count:
+                key = pending_keys[pos]
                 pos += 1
                 pending = self._overlay.get(key)
                 if pending is None:
@@ -834,6 +832,3 @@ class PartitionActor:
                 )
             )
         return out
-
-
-__all__ = ["PartitionActor", "records"]
