@@ -1114,7 +1114,9 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"results written to {args.json}", file=sys.stderr)
     if not args.no_charts and runs:
-        run_charts(args.json, args.charts or (RESULTS / "img" if args.quick else DOCS_IMG))
+        # Only a full run may replace the charts that docs/benchmarks.md shows; partial runs keep theirs apart.
+        partial = args.quick or args.only
+        run_charts(args.json, args.charts or (RESULTS / "img" if partial else DOCS_IMG))
     return 130 if interrupted else 0
 
 
