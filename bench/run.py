@@ -997,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         "--charts",
         type=Path,
         default=None,
-        help=f"where to write the PNG charts (default {DOCS_IMG.relative_to(ROOT)}, with --quick "
+        help=f"where to write the PNG charts (default {DOCS_IMG.relative_to(ROOT)}, with --quick or --only "
         f"{(RESULTS / 'img').relative_to(ROOT)})",
     )
     parser.add_argument("--no-charts", action="store_true", help="do not render charts")
@@ -1114,7 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"results written to {args.json}", file=sys.stderr)
     if not args.no_charts and runs:
-        # Only a full run may replace the charts that docs/benchmarks.md shows; partial runs keep theirs apart.
+        # Only a full run replaces the charts docs/benchmarks.md shows; partial runs keep theirs apart.
         partial = args.quick or args.only
         run_charts(args.json, args.charts or (RESULTS / "img" if partial else DOCS_IMG))
     return 130 if interrupted else 0
