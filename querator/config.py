@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from querator.model import QueueOptions
+
 Backend = Literal["rocksdb", "memory"]
 Durability = Literal["fsync", "flush"]
 
@@ -21,16 +23,13 @@ class ConfigError(ValueError):
 
 
 @dataclass(slots=True)
-class QueueDeclaration:
-    """A `[[queue]]` table: the same options as QCREATE."""
+class QueueDeclaration(QueueOptions):
+    """A `[[queue]]` table: a name and the same options (and defaults) as QCREATE."""
 
-    name: str
-    partitions: int = 1
-    lease_timeout: int = 60_000
-    expire_timeout: int = 0
-    max_attempts: int = 0
-    dead_queue: str = ""
-    reference: str = ""
+    name: str = ""
+
+    def options(self) -> QueueOptions:
+        return QueueOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(QueueOptions)})
 
 
 @dataclass(slots=True)

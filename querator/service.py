@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from querator.clock import Clock
-from querator.config import Config, QueueDeclaration
+from querator.config import Config
 from querator.errors import CommandError, NoQueueError, QueratorError, QueueExistsError, ShutdownError
 from querator.model import (
     MAX_AT_MS,
@@ -84,7 +84,7 @@ class Service:
                 partition.start()
         for declaration in self.config.queues:
             if declaration.name not in self.queues:
-                await self.create_queue(declaration.name, _options_of(declaration))
+                await self.create_queue(declaration.name, declaration.options())
 
     def _load_queues(self) -> None:
         raw_uid = self._meta.get(_NEXT_UID_KEY)
@@ -579,17 +579,6 @@ def _split_id(raw: str | bytes) -> tuple[int, int, int] | None:
 def _check(option: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise CommandError(f"{option} must be between {low} and {high}")
-
-
-def _options_of(declaration: QueueDeclaration) -> QueueOptions:
-    return QueueOptions(
-        partitions=declaration.partitions,
-        lease_timeout=declaration.lease_timeout,
-        expire_timeout=declaration.expire_timeout,
-        max_attempts=declaration.max_attempts,
-        dead_queue=declaration.dead_queue,
-        reference=declaration.reference,
-    )
 
 
 def _partition_snapshot(p: PartitionActor) -> tuple[PartitionStats, PartitionMeta, int | None]:
