@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,3 +97,38 @@ class ServerProcess:
 
     def restart(self) -> ServerProcess:
         return self.start()
+
+
+# -- raw sockets, for tests that assert exact bytes --------------------------------------------------------
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def resp(*args: bytes) -> bytes:
+    """A multibulk request, as a client library sends it."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}, expected {n} bytes")
+        data += chunk
+    return data
+
+
+def recv_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+        assert len(data) < limit, "reply line too long"
+    return data

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from querator.config import ConfigError, load_config
-from tests.support import ServerProcess
+from tests.support import ServerProcess, connect, recv_exact, recv_line, resp
 
 SLOW = os.environ.get("QUERATOR_SLOW") == "1"
 HOST = "127.0.0.1"
@@ -33,36 +33,6 @@ MiB = 1024 * 1024
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-
-def connect(port: int, timeout: float = 5.0) -> socket.socket:
-    sock = socket.create_connection((HOST, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise AssertionError(f"connection closed after {data!r}, expected {n} bytes")
-        data += chunk
-    return data
-
-
-def recv_line(sock: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\r\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            raise AssertionError(f"connection closed after {data!r}")
-        data += chunk
-    return data
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:

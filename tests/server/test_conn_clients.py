@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from querator import __version__
-from tests.support import ServerProcess, run
+from tests.support import ServerProcess, recv_exact, run
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -89,16 +89,6 @@ class SyncAsync:
 
 def raw_connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5.0)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise AssertionError(f"connection closed after {data!r}")
-        data += chunk
-    return data
 
 
 def request(sock: socket.socket, payload: bytes, expected: bytes) -> None:

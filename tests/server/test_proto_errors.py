@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, connect, recv_exact
 
 PONG = b"+PONG\r\n"
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -24,20 +24,6 @@ INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-
-def connect(port: int, timeout: float = 5.0) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise AssertionError(f"connection closed after {data!r}, expected {n} bytes")
-        data += chunk
-    return data
 
 
 def request(sock: socket.socket, payload: bytes, expected: bytes) -> None:
