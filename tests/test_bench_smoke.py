@@ -1,0 +1,47 @@
+"""A short run of the benchmark harness, so it keeps working: it asserts that every workload ran on both
+sides, produced positive figures and reported no problem. It asserts no speed (benchmarks are not tests)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(
+    not (shutil.which("redis-server") and shutil.which("redis-benchmark")),
+    reason="the benchmarks need redis-server and redis-benchmark (Debian redis-server, redis-tools)",
+)
+def test_quick_bench_runs_every_workload_on_both_sides(tmp_path: Path) -> None:
+    results = tmp_path / "smoke.json"
+    workloads = ["ping", "produce-fsync", "cycle"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--only",
+            *workloads,
+            "--no-charts",
+            "--json",
+            str(results),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(results.read_text())
+    assert report["problems"] == []
+    seen = {row["workload"] for row in report["results"]}
+    assert seen == set(workloads)
+    for row in report["results"]:
+        assert row["querator"]["median"] > 0 and row["redis"]["median"] > 0, row
