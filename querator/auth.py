@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from querator.config import Config, ConfigError, UserDeclaration
@@ -28,10 +28,11 @@ class User:
     password_sha256: bytes | None  # None: no password needed ("nopass")
     queue_patterns: tuple[str, ...] = ("*",)
     groups: frozenset[str] = GROUPS
+    # Checked on every queue command, so computed once: may this user run everything on every queue?
+    unrestricted: bool = field(init=False, compare=False)
 
-    @property
-    def unrestricted(self) -> bool:
-        return self.groups == GROUPS and self.queue_patterns == ("*",)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unrestricted", self.groups == GROUPS and self.queue_patterns == ("*",))
 
     def may_use(self, group: str) -> bool:
         return (group == READ and bool(self.groups)) or group in self.groups
