@@ -21,6 +21,8 @@ _INT_MAX: Final = 2**31 - 1
 # The fast path (`_complete_small_multibulk`) looks headers up in these tables instead of parsing them, and
 # gives up on buffers larger than this, so an incomplete command is never re-walked at a cost that grows.
 _FAST_PATH_MAX_BYTES: Final = 16 * 1024
+_FAST_PATH_WINDOW: Final = 1024
+_FIND_LOOP_MAX_ARGS: Final = 2
 _COUNT_HEADERS: Final = {b"*%d" % n: n for n in range(1, 1025)}
 _BULK_HEADERS: Final = {b"$%d" % n: n for n in range(4096)}
 
@@ -131,12 +133,11 @@ class RequestParser:
 
     def _complete_small_multibulk(self) -> list[bytes] | None:
         """The common case in one pass: a complete, small, well-formed multibulk command at the head of the
-        buffer, with headers looked up in tables of their canonical forms. Anything else (incomplete, large,
+        buffer, its headers looked up in tables of their canonical forms. Anything else (incomplete, large,
         unusual or invalid) returns None without consuming input, and the exact parser below decides."""
         buf = self._buf
         pos = self._pos
-        end = len(buf)
-        if end - pos > _FAST_PATH_MAX_BYTES or buf[pos] != 42:  # b"*"
+        if len(buf) - pos > _FAST_PATH_MAX_BYTES or buf[pos] != 42:  # b"*"
             return None
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
@@ -144,8 +145,16 @@ class RequestParser:
         count = _COUNT_HEADERS.get(bytes(buf[pos:eol]))
         if count is None or (count > UNAUTHENTICATED_MAX_MULTIBULK and not self._authenticated):
             return None
+        if count <= _FIND_LOOP_MAX_ARGS:
+            return self._small_by_find(eol + 2, count)
+        return self._small_by_split(eol + 2, count)
+
+    def _small_by_find(self, start: int, count: int) -> list[bytes] | None:
+        """Few arguments: walk the headers one by one (cheapest for PING, QLEN q and the like)."""
+        buf = self._buf
+        end = len(buf)
         max_bulk = self._limits.max_bulk_bytes
-        p = eol + 2
+        p = start
         args = []
         for _ in range(count):
             eol = buf.find(b"\r\n", p)
@@ -160,6 +169,31 @@ class RequestParser:
             args.append(bytes(buf[p : p + size]))
             p += size + 2
         self._pos = p
+        return args
+
+    def _small_by_split(self, start: int, count: int) -> list[bytes] | None:
+        """More arguments: one C-level split on CRLF yields every header and payload at once, accepted only
+        if each header is canonical and each payload has the declared length (a payload that contains CRLF
+        fails that check and goes to the exact parser). A small window is split first, so a deep pipeline
+        of small commands is not copied once per command."""
+        buf = self._buf
+        end = len(buf)
+        view = memoryview(buf)
+        try:
+            window = bytes(view[start : min(end, start + _FAST_PATH_WINDOW)])
+            parts = window.split(b"\r\n", 2 * count)
+            if len(parts) <= 2 * count and start + len(window) < end:
+                window = bytes(view[start:end])
+                parts = window.split(b"\r\n", 2 * count)
+        finally:
+            view.release()  # a live view would stop the bytearray from growing in feed()
+        if len(parts) <= 2 * count:
+            return None  # not all of it has arrived
+        args = parts[1 : 2 * count : 2]
+        sizes = [_BULK_HEADERS.get(header, -1) for header in parts[0 : 2 * count : 2]]
+        if sizes != list(map(len, args)) or max(sizes) > self._limits.max_bulk_bytes:
+            return None
+        self._pos = start + len(window) - len(parts[2 * count])
         return args
 
     def _start_multibulk(self) -> bool | None:
