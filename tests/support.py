@@ -132,3 +132,38 @@ def recv_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
         data += chunk
         assert len(data) < limit, "reply line too long"
     return data
+
+
+def request(sock: socket.socket, payload: bytes, expected: bytes) -> None:
+    """Send `payload` and assert the reply is exactly `expected` (and nothing more so far)."""
+    sock.sendall(payload)
+    assert recv_exact(sock, len(expected)) == expected
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
+    """True when the server closes (EOF or reset) within `timeout`, discarding anything else it sends."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def ping_ok(port: int, timeout: float = 2.0) -> bool:
+    """A fresh connection gets +PONG within `timeout`: the server still serves."""
+    try:
+        with connect(port, timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return recv_exact(sock, 7) == b"+PONG\r\n"
+    except (OSError, AssertionError):
+        return False
+
+
+def alive(server: ServerProcess) -> bool:
+    return server.proc is not None and server.proc.poll() is None

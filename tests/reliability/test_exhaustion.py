@@ -22,7 +22,16 @@ from typing import Any
 import pytest
 
 from querator.config import ConfigError, load_config
-from tests.support import ServerProcess, connect, recv_exact, recv_line, resp
+from tests.support import (
+    ServerProcess,
+    alive,
+    closed_by_server,
+    connect,
+    ping_ok,
+    recv_exact,
+    recv_line,
+    resp,
+)
 
 SLOW = os.environ.get("QUERATOR_SLOW") == "1"
 HOST = "127.0.0.1"
@@ -35,32 +44,9 @@ MiB = 1024 * 1024
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not sock.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
-    return False
-
-
 def ping(sock: socket.socket) -> None:
     sock.sendall(b"PING\r\n")
     assert recv_exact(sock, len(PONG)) == PONG
-
-
-def ping_ok(port: int, timeout: float = 2.0) -> bool:
-    try:
-        with connect(port, timeout=timeout) as sock:
-            ping(sock)
-            return True
-    except (OSError, AssertionError):
-        return False
 
 
 def rss_bytes(server: ServerProcess) -> int:
@@ -83,10 +69,6 @@ def info(sock: socket.socket, section: str) -> dict[str, str]:
 def no_traceback(server: ServerProcess) -> None:
     log = server.read_log()
     assert "Traceback" not in log, log[log.index("Traceback") :][:3000]
-
-
-def alive(server: ServerProcess) -> bool:
-    return server.proc is not None and server.proc.poll() is None
 
 
 def start_with_config(tmp_path: Path, config: str, backend: str = "memory", **kwargs: Any) -> ServerProcess:

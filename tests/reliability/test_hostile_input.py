@@ -26,7 +26,16 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.fuzz_parser_atheris import check_input
-from tests.support import ServerProcess, connect, recv_exact, recv_line, resp
+from tests.support import (
+    ServerProcess,
+    alive,
+    closed_by_server,
+    connect,
+    ping_ok,
+    recv_exact,
+    recv_line,
+    resp,
+)
 
 SLOW = os.environ.get("QUERATOR_SLOW") == "1"
 HOST = "127.0.0.1"
@@ -46,21 +55,6 @@ WAIT_WINDOW = 0.25
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
-    """True when the server closes (EOF or reset) within `timeout`, discarding anything else it sends."""
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not sock.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
-    return False
-
-
 def silent_for(sock: socket.socket, seconds: float) -> bytes | None:
     """None when the server sends nothing and keeps the connection open for `seconds`; else what arrived
     (b"" for a close)."""
@@ -77,15 +71,6 @@ def reset_close(sock: socket.socket) -> None:
     """Close with an RST (SO_LINGER 0), the rudest way a peer can leave."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def ping_ok(port: int, timeout: float = 2.0) -> bool:
-    try:
-        with connect(port, timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return recv_exact(sock, len(PONG)) == PONG
-    except (OSError, AssertionError):
-        return False
 
 
 def rss_bytes(pid: int) -> int:
@@ -120,10 +105,6 @@ def connected_clients_settle(port: int, expected: int, timeout: float = 5.0) -> 
         if count <= expected or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
-
-
-def alive(server: ServerProcess) -> bool:
-    return server.proc is not None and server.proc.poll() is None
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from querator import __version__
-from tests.support import ServerProcess, recv_exact, run
+from tests.support import ServerProcess, request, run
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -89,12 +89,6 @@ class SyncAsync:
 
 def raw_connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5.0)
-
-
-def request(sock: socket.socket, payload: bytes, expected: bytes) -> None:
-    """Send `payload` and assert the reply is exactly `expected` (and nothing more so far)."""
-    sock.sendall(payload)
-    assert recv_exact(sock, len(expected)) == expected
 
 
 def recv_until(sock: socket.socket, suffix: bytes) -> bytes:

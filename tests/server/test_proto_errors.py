@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ServerProcess, connect, recv_exact
+from tests.support import ServerProcess, connect, recv_exact, request
 
 PONG = b"+PONG\r\n"
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -24,11 +24,6 @@ INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-
-def request(sock: socket.socket, payload: bytes, expected: bytes) -> None:
-    sock.sendall(payload)
-    assert recv_exact(sock, len(expected)) == expected
 
 
 def assert_closed(sock: socket.socket) -> None:
