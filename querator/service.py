@@ -296,8 +296,7 @@ class Service:
         return done
 
     def list_queues(self, after: str = "", limit: int = 1000) -> Awaitable[list[str]]:
-        if limit < 1:
-            raise CommandError("LIMIT must be at least 1")
+        _check("LIMIT", limit, 1, MAX_LIST_LIMIT)
         key = after.encode()
         names = sorted((n for n in self.queues if n.encode() > key), key=str.encode)
         return _done(names[:limit])
@@ -353,10 +352,10 @@ class Service:
     def _validate_options(self, name: str, o: QueueOptions) -> None:
         _check("PARTITIONS", o.partitions, 1, MAX_PARTITIONS)
         _check("LEASE-TIMEOUT", o.lease_timeout, 1, MAX_LEASE_TIMEOUT)
-        if o.expire_timeout and o.expire_timeout < o.lease_timeout:
-            raise CommandError(f"EXPIRE-TIMEOUT must be 0 or at least the lease timeout ({o.lease_timeout})")
         if o.expire_timeout < 0:
             raise CommandError("EXPIRE-TIMEOUT must be at least 0")
+        if o.expire_timeout and o.expire_timeout < o.lease_timeout:
+            raise CommandError(f"EXPIRE-TIMEOUT must be 0 or at least the lease timeout ({o.lease_timeout})")
         _check("MAX-ATTEMPTS", o.max_attempts, 0, MAX_ATTEMPTS_LIMIT)
         if o.dead_queue:
             if o.dead_queue == name:
@@ -574,6 +573,9 @@ def _split_id(raw: str | bytes) -> tuple[int, int, int] | None:
     if not (a.isdigit() and b.isdigit() and c.isdigit()):
         return None
     return int(a), int(b), int(c)
+
+
+MAX_LIST_LIMIT = 100_000
 
 
 def _check(option: str, value: int, low: int, high: int) -> None:

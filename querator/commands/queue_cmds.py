@@ -7,13 +7,9 @@ from typing import Any
 
 from querator.clients import ClientState
 from querator.commands.reply import Deferred
-from querator.commands.table import Arg, ArgCursor, Command, check_range, register
+from querator.commands.table import Arg, ArgCursor, Command, register
 from querator.errors import SYNTAX_ERROR, CommandError
 from querator.model import (
-    MAX_ATTEMPTS_LIMIT,
-    MAX_LEASE_COUNT,
-    MAX_LEASE_TIMEOUT,
-    MAX_PARTITIONS,
     LeasedItem,
     QueueInfo,
     QueueOptions,
@@ -42,13 +38,13 @@ def _parse_queue_options(cursor: ArgCursor) -> QueueUpdate:
     while cursor:
         option = cursor.next_bytes().upper()
         if option == b"PARTITIONS":
-            update.partitions = cursor.next_int("PARTITIONS", 1, MAX_PARTITIONS)
+            update.partitions = cursor.next_int()
         elif option == b"LEASE-TIMEOUT":
-            update.lease_timeout = cursor.next_int("LEASE-TIMEOUT", 1, MAX_LEASE_TIMEOUT)
+            update.lease_timeout = cursor.next_int()
         elif option == b"EXPIRE-TIMEOUT":
-            update.expire_timeout = cursor.next_int("EXPIRE-TIMEOUT", 0, None)
+            update.expire_timeout = cursor.next_int()
         elif option == b"MAX-ATTEMPTS":
-            update.max_attempts = cursor.next_int("MAX-ATTEMPTS", 0, MAX_ATTEMPTS_LIMIT)
+            update.max_attempts = cursor.next_int()
         elif option == b"DEAD-QUEUE":
             update.dead_queue = cursor.next_str()
         elif option == b"REFERENCE":
@@ -91,7 +87,7 @@ def _qlist(client: ClientState, args: list[bytes]) -> Any:
         if option == b"AFTER":
             after = cursor.next_str()
         elif option == b"LIMIT":
-            limit = cursor.next_int("LIMIT", 1, 100_000)
+            limit = cursor.next_int()
         else:
             raise CommandError(SYNTAX_ERROR)
     user = client.acl
@@ -167,9 +163,9 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Any:
         if option == b"ITEMS":
             break
         if option == b"DELAY":
-            delay = cursor.next_int("DELAY", 0, None)
+            delay = cursor.next_int()
         elif option == b"AT":
-            at = cursor.next_int("AT", 0, None)
+            at = cursor.next_int()
         elif option == b"KIND":
             kind = cursor.next_bytes()
         elif option == b"REFERENCE":
@@ -229,9 +225,9 @@ def _qlease(client: ClientState, args: list[bytes]) -> Any:
     while cursor:
         option = cursor.next_bytes().upper()
         if option == b"COUNT":
-            count = cursor.next_int("COUNT", 1, MAX_LEASE_COUNT)
+            count = cursor.next_int()
         elif option == b"BLOCK":
-            block = cursor.next_int("BLOCK", 0, None)
+            block = cursor.next_int()
         else:
             raise CommandError(SYNTAX_ERROR)
     future = client.server.service.lease(name, count, block)
@@ -260,10 +256,10 @@ def _qretry(client: ClientState, args: list[bytes]) -> Any:
         option = cursor.peek_upper()
         if option == b"DELAY":
             cursor.next_bytes()
-            delay = cursor.next_int("DELAY", 0, None)
+            delay = cursor.next_int()
         elif option == b"AT":
             cursor.next_bytes()
-            at = cursor.next_int("AT", 0, None)
+            at = cursor.next_int()
         elif option == b"DEAD":
             cursor.next_bytes()
             dead = True
@@ -280,7 +276,7 @@ def _qextend(client: ClientState, args: list[bytes]) -> Any:
     lease_for = None
     if cursor.remaining() > 1 and cursor.peek_upper() == b"FOR":
         cursor.next_bytes()
-        lease_for = cursor.next_int("FOR", 0, MAX_LEASE_TIMEOUT)
+        lease_for = cursor.next_int()
     ids = _ids(cursor, "qextend")
     return Deferred(client.server.service.extend(name, ids, lease_for_ms=lease_for))  # type: ignore[arg-type]
 
@@ -328,11 +324,10 @@ def _qitems(client: ClientState, args: list[bytes]) -> Any:
         option = cursor.next_bytes().upper()
         if option == b"PARTITION":
             partition = cursor.next_int()
-            check_range("PARTITION", partition, 0, None)
         elif option == b"AFTER":
             after = cursor.next_str()
         elif option == b"LIMIT":
-            limit = cursor.next_int("LIMIT", 1, MAX_LEASE_COUNT)
+            limit = cursor.next_int()
         else:
             raise CommandError(SYNTAX_ERROR)
     future = client.server.service.items(name, partition=partition, after=after, limit=limit)

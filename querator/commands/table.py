@@ -110,11 +110,9 @@ class ArgCursor:
     def next_str(self) -> str:
         return self.next_bytes().decode("utf-8", "surrogateescape")
 
-    def next_int(self, option: str | None = None, low: int | None = None, high: int | None = None) -> int:
-        value = parse_int(self.next_bytes())
-        if option is not None:
-            check_range(option, value, low, high)
-        return value
+    def next_int(self) -> int:
+        """The next argument as an integer; ranges are the `Service`'s to check, so they live in one place."""
+        return parse_int(self.next_bytes())
 
     def rest(self) -> list[bytes]:
         rest = self.args[self.pos :]
@@ -131,12 +129,3 @@ def parse_int(raw: bytes) -> int:
     if not -(2**63) <= value < 2**63:
         raise CommandError(NOT_AN_INTEGER)
     return value
-
-
-def check_range(option: str, value: int, low: int | None, high: int | None) -> None:
-    if low is not None and high is not None and not low <= value <= high:
-        raise CommandError(f"{option} must be between {low} and {high}")
-    if low is not None and value < low:
-        raise CommandError(f"{option} must be at least {low}")
-    if high is not None and value > high:
-        raise CommandError(f"{option} must be at most {high}")
