@@ -62,6 +62,7 @@ class Connection(asyncio.Protocol):
         # Armed while a command is only partly received; fires after `read-timeout-ms` (slowloris defence).
         self._read_timer: asyncio.TimerHandle | None = None
         self._continue_scheduled = False
+        self._loop: asyncio.AbstractEventLoop
         self.on_lost: Callable[[Connection], None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
@@ -69,6 +70,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        # Kept: each asyncio.get_running_loop() call is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         transport = self._transport
         server = self._server
         server.stats.connections_received += 1
@@ -171,11 +174,11 @@ class Connection(asyncio.Protocol):
         if waiting_for_more and self._read_timer is None and self._parser.command_in_progress():
             timeout = self._server.config.read_timeout_ms
             if timeout:
-                self._read_timer = asyncio.get_running_loop().call_later(timeout / 1000, self._read_timed_out)
+                self._read_timer = self._loop.call_later(timeout / 1000, self._read_timed_out)
         self._flush()
         if self._backlog and not budget and not self._continue_scheduled:
             self._continue_scheduled = True
-            asyncio.get_running_loop().call_soon(self._continue)
+            self._loop.call_soon(self._continue)
         if self._write_paused or self._backlog or self._reading_paused:
             self._update_reading()
 

@@ -302,7 +302,7 @@ class PartitionActor:
             else:
                 future.set_result(result)
         if abandoned and not self._stopping and self.failed is None:
-            self.submit(PartitionActor.op_release, (abandoned,), asyncio.get_running_loop().create_future())
+            self.submit(PartitionActor.op_release, (abandoned,), self.service.loop.create_future())
 
     # -- key writes with the step overlay -------------------------------------------------------------
 

@@ -63,6 +63,8 @@ class Service:
         self._started = False
         self.wait_for_sync = False
         self._background: set[asyncio.Task[None]] = set()
+        # Set by start(); kept because asyncio.get_running_loop() makes a getpid() system call each time.
+        self.loop: asyncio.AbstractEventLoop
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class Service:
         await self.close()
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.store = open_store(self.config)
         self.wait_for_sync = self.store.durable and self.config.durability == "fsync"
         self._meta = self.store.space(_META_SPACE)
@@ -132,8 +135,13 @@ class Service:
     def _submit(
         self, partition: PartitionActor, handler: Callable[..., Any], *args: Any
     ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
         partition.submit(handler, args, future)
+        return future
+
+    def _done(self, value: T) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self.loop.create_future()
+        future.set_result(value)
         return future
 
     def _write_meta(self, puts: dict[bytes, bytes], deletes: Iterable[bytes] = ()) -> asyncio.Future[None]:
@@ -143,7 +151,7 @@ class Service:
         for key in deletes:
             ws.delete(self._meta, key)
         self.store.write(ws)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = self.loop.create_future()
         if self.wait_for_sync:
             self.store.after_sync(lambda error: _settle(future, None, error))
         else:
@@ -278,7 +286,7 @@ class Service:
         del self.queues[name]
         self._fail_waiters(queue, NoQueueError(name))
         written = self._write_meta({}, [_QUEUE_PREFIX + name.encode()])
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         done: asyncio.Future[None] = loop.create_future()
 
         async def drop() -> None:
@@ -299,10 +307,10 @@ class Service:
         _check("LIMIT", limit, 1, MAX_LIST_LIMIT)
         key = after.encode()
         names = sorted((n for n in self.queues if n.encode() > key), key=str.encode)
-        return _done(names[:limit])
+        return self._done(names[:limit])
 
     def queue_info(self, name: str) -> Awaitable[QueueInfo]:
-        return _done(self._queue(name).info())
+        return self._done(self._queue(name).info())
 
     def _read(
         self,
@@ -314,9 +322,9 @@ class Service:
         of the same caller (a pipelined QPRODUCE then QLEN counts the produced items). An idle partition is
         read at once; a busy one inside its next step, at the read's place in its inbox."""
         if not any(p.has_pending() for p in partitions):
-            return _done(combine([reader(p) for p in partitions]))
+            return self._done(combine([reader(p) for p in partitions]))
         parts = [
-            self._submit(p, PartitionActor.op_read, reader) if p.has_pending() else _done(reader(p))
+            self._submit(p, PartitionActor.op_read, reader) if p.has_pending() else self._done(reader(p))
             for p in partitions
         ]
         return _combine(parts, combine)
@@ -413,7 +421,7 @@ class Service:
         plan = q.lease_plan(count)
         if not plan:
             if block_ms is None:
-                return _done([])
+                return self._done([])
             return self._wait(q, count, block_ms)
         futures = [self._submit(p, PartitionActor.op_lease, n) for p, n in plan]
         leased = futures[0] if len(futures) == 1 else _combine(futures, _concat)
@@ -422,7 +430,7 @@ class Service:
         return self._or_wait(leased, q, count, block_ms)
 
     def _wait(self, queue: Queue, count: int, block_ms: int) -> asyncio.Future[list[LeasedItem]]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         future: asyncio.Future[list[LeasedItem]] = loop.create_future()
         waiter = Waiter(count, future)
         queue.waiters.append(waiter)
@@ -438,7 +446,7 @@ class Service:
         self, leased: asyncio.Future[list[LeasedItem]], queue: Queue, count: int, block_ms: int
     ) -> asyncio.Future[list[LeasedItem]]:
         """A blocking lease that found items already counted by others: wait for the next ones."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         outer: asyncio.Future[list[LeasedItem]] = loop.create_future()
         started = loop.time()
 
@@ -587,12 +595,6 @@ def _partition_snapshot(p: PartitionActor) -> tuple[PartitionStats, PartitionMet
     return p.stats(), dataclasses.replace(p.meta), p.oldest_ready_enqueue_at()
 
 
-def _done(value: T) -> asyncio.Future[T]:
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
-
-
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if future.done():
         return
@@ -623,7 +625,7 @@ def _forward(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
 
 def _combine(futures: list[asyncio.Future[Any]], reduce: Callable[[list[Any]], Any]) -> asyncio.Future[Any]:
     """One future for several partition requests: the first error, or `reduce` of all results."""
-    combined: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    combined: asyncio.Future[Any] = futures[0].get_loop().create_future()
     remaining = len(futures)
 
     def one_done(_: asyncio.Future[Any]) -> None:
