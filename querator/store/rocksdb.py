@@ -10,11 +10,13 @@ one memtable budget and one block cache instead of getting their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -218,7 +220,10 @@ class _GroupSync:
         self._next: list[_SyncCallback] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = threading.Event()
+        # A plain lock used as a binary semaphore (held = nothing to do): waiting on it and waking it cost
+        # one GIL hand-off each, where threading.Event's Condition costs several (ADR 0004).
+        self._wake = threading.Lock()
+        self._wake.acquire()
         self._stop = False
         self._thread: threading.Thread | None = None
 
@@ -240,14 +245,17 @@ class _GroupSync:
                 sys.setswitchinterval(_SWITCH_INTERVAL_S)
             self._thread = threading.Thread(target=self._sync_loop, name="querator-fsync", daemon=True)
             self._thread.start()
-        self._wake.set()
+        self._signal()
+
+    def _signal(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already signalled: the thread has not taken it yet
+            self._wake.release()
 
     def _sync_loop(self) -> None:
         loop = self._loop
         assert loop is not None
         while True:
-            self._wake.wait()
-            self._wake.clear()
+            self._wake.acquire()
             if self._stop:
                 return
             error: BaseException | None = None
@@ -286,7 +294,7 @@ class _GroupSync:
             self._idle_waiters.append(idle)
             await idle
         self._stop = True
-        self._wake.set()
+        self._signal()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
