@@ -642,12 +642,12 @@ class PartitionActor:
             meta.next_seq = first + count
             head = new_record_prefix(now, now, kind, reference, encoding)
             keys = ready_keys(first, count)
-            values = [head + payload for payload in payloads]
+            values = list(map(head.__add__, payloads))
             self._ws.put_many(self.space, keys, values)
             self._overlay.update(zip(keys, values, strict=True))
             self._overlay_ready.extend(keys)
             self._overlay_ready_live += count
-            ids = [prefix + str(seq) for seq in range(first, first + count)]
+            ids = list(map(prefix.__add__, map(str, range(first, first + count))))
             meta.ready += count
         meta.produced += len(payloads)
         return ids

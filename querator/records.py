@@ -114,8 +114,7 @@ def new_record_prefix(
 
 def ready_keys(first_seq: int, count: int) -> list[bytes]:
     """The ready keys of `count` consecutive seqs from `first_seq`."""
-    pack = _SEQ.pack
-    return [READY + pack(seq) for seq in range(first_seq, first_seq + count)]
+    return list(map(READY.__add__, map(_SEQ.pack, range(first_seq, first_seq + count))))
 
 
 @dataclass(slots=True)

@@ -400,9 +400,8 @@ class Service:
         if len(payloads) > config.max_batch:
             raise CommandError(f"too many items; at most {config.max_batch} per QPRODUCE")
         limit = config.max_item_bytes
-        for payload in payloads:
-            if len(payload) > limit:
-                raise CommandError(f"item payload too large; max-item-bytes is {limit}")
+        if max(map(len, payloads)) > limit:
+            raise CommandError(f"item payload too large; max-item-bytes is {limit}")
         for option, label in (("KIND", kind), ("REFERENCE", reference), ("ENCODING", encoding)):
             if len(label) > MAX_LABEL_BYTES:
                 raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")

@@ -212,6 +212,12 @@ def _lease_reply(items: list[LeasedItem]) -> Encoded:
 
 def _ids_reply(ids: list[str]) -> Encoded:
     """The ids of a QPRODUCE, encoded in one pass (ids are ASCII)."""
+    if len(set(map(len, ids))) == 1:
+        # The usual case: one partition's consecutive seqs, so every id has the same length and one join
+        # builds the whole reply.
+        header = f"${len(ids[0])}\r\n"
+        body = header + ("\r\n" + header).join(ids) + "\r\n"
+        return Encoded(b"*%d\r\n%b" % (len(ids), body.encode()))
     parts = [b"*%d\r\n" % len(ids)]
     parts.extend(b"$%d\r\n%b\r\n" % (len(i), i.encode()) for i in ids)
     return Encoded(b"".join(parts))

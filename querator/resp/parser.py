@@ -190,8 +190,9 @@ class RequestParser:
         if len(parts) <= 2 * count:
             return None  # not all of it has arrived
         args = parts[1 : 2 * count : 2]
-        sizes = [_BULK_HEADERS.get(header, -1) for header in parts[0 : 2 * count : 2]]
-        if sizes != list(map(len, args)) or max(sizes) > self._limits.max_bulk_bytes:
+        # An unknown header maps to None, which no length equals (and max() is then never reached).
+        sizes: list[int | None] = list(map(_BULK_HEADERS.get, parts[0 : 2 * count : 2]))
+        if sizes != list(map(len, args)) or max(map(len, args)) > self._limits.max_bulk_bytes:
             return None
         self._pos = start + len(window) - len(parts[2 * count])
         return args

@@ -233,3 +233,21 @@ def test_round_trip_through_hiredis(value: Any) -> None:
 def test_nan_round_trip_through_hiredis() -> None:
     assert math.isnan(parse_with_hiredis(encode(math.nan, 3)))
     assert parse_with_hiredis(encode(math.nan, 2)) == b"nan"
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["7-0-1"],
+        [f"7-0-{seq}" for seq in range(95, 105)],  # lengths grow inside the batch
+        [f"7-0-{seq}" for seq in range(100, 200)],  # one length: the single-join path
+        ["7-1-10", "7-0-9", "7-2-100"],  # any order of lengths
+    ],
+)
+def test_produce_ids_reply_is_an_array_of_bulk_strings(ids: list[str]) -> None:
+    from querator.commands.queue_cmds import _ids_reply
+
+    reader = hiredis.Reader()
+    reader.feed(_ids_reply(ids))
+    assert reader.gets() == [i.encode() for i in ids]
+    assert reader.gets() is False
