@@ -14,7 +14,9 @@ import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, TypeVar, cast
 
 from querator.clock import Clock
 from querator.config import Config
@@ -181,28 +183,15 @@ class Service:
         queue of the same name are well formed but name nothing, so they are dropped (not counted)."""
         if len(ids) > self.config.max_batch:
             raise CommandError(f"too many ids; at most {self.config.max_batch} per call")
-        groups: dict[int, dict[int, None]] = {}  # dicts keep order and drop repeated ids
-        partitions = len(queue.partitions)
-        uid = queue.uid
-        for raw in ids:
-            parsed = _split_id(raw)
-            if parsed is None or parsed[1] >= partitions:
-                text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-                raise CommandError(f"invalid id '{text}'")
-            if parsed[0] != uid:
-                continue  # an id of an earlier queue of this name: well formed, names nothing
-            group = groups.get(parsed[1])
-            if group is None:
-                group = groups[parsed[1]] = {}
-            group[parsed[2]] = None
-        return {partition: list(seqs) for partition, seqs in groups.items()}
+        same = _ids_of_one_partition(queue, ids)
+        return same if same is not None else _ids_by_partition(queue, ids)
 
     def _per_partition(
         self, queue: Queue, groups: dict[int, list[int]], handler: Callable[..., int], *args: Any
     ) -> asyncio.Future[int]:
         futures = [self._submit(queue.partitions[p], handler, seqs, *args) for p, seqs in groups.items()]
         if not futures:
-            return _done(0)
+            return self._done(0)
         if len(futures) == 1:
             return futures[0]
         return _combine(futures, sum)
@@ -565,6 +554,46 @@ def validate_queue_name(name: str) -> None:
         raise CommandError(f"invalid queue name; at most {MAX_QUEUE_NAME_BYTES} bytes")
     if any(b <= 32 or b >= 127 for b in raw):
         raise CommandError("invalid queue name; only visible ASCII characters, no whitespace")
+
+
+def _ids_by_partition(queue: Queue, ids: Sequence[str | bytes]) -> dict[int, list[int]]:
+    """Well-formed ids grouped by partition, in order and without repeats; the first malformed one fails."""
+    groups: dict[int, dict[int, None]] = {}  # dicts keep order and drop repeated ids
+    partitions = len(queue.partitions)
+    uid = queue.uid
+    for raw in ids:
+        parsed = _split_id(raw)
+        if parsed is None or parsed[1] >= partitions:
+            text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+            raise CommandError(f"invalid id '{text}'")
+        if parsed[0] != uid:
+            continue  # an id of an earlier queue of this name: well formed, names nothing
+        group = groups.get(parsed[1])
+        if group is None:
+            group = groups[parsed[1]] = {}
+        group[parsed[2]] = None
+    return {partition: list(seqs) for partition, seqs in groups.items()}
+
+
+def _ids_of_one_partition(queue: Queue, ids: Sequence[str | bytes]) -> dict[int, list[int]] | None:
+    """The common case of `_parse_ids`, checked without Python code per id: RESP ids (bytes) of one
+    partition of this queue, as one lease returns them. None when anything differs: the general parser
+    then decides, and names the offending id."""
+    if not ids or set(map(type, ids)) != {bytes}:
+        return None
+    raw = cast("Sequence[bytes]", ids)
+    first = raw[0]
+    parsed = _split_id(first)
+    if parsed is None or parsed[0] != queue.uid or parsed[1] >= len(queue.partitions):
+        return None
+    head = first[: first.rindex(b"-") + 1]
+    cut = len(head)
+    if not (all(map(bytes.startswith, raw, repeat(head))) and max(map(len, raw)) <= MAX_ID_BYTES):
+        return None
+    tails = list(map(itemgetter(slice(cut, None)), raw))
+    if not all(map(bytes.isdigit, tails)):
+        return None
+    return {parsed[1]: list(dict.fromkeys(map(int, tails)))}
 
 
 def _split_id(raw: str | bytes) -> tuple[int, int, int] | None:

@@ -1,0 +1,78 @@
+"""Id parsing for QCOMPLETE / QRETRY / QEXTEND / QREMOVE: the one-partition fast path must agree with the
+general parser on every input it accepts, and hand everything else to it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from querator.errors import CommandError
+from querator.model import MAX_ID_BYTES
+from querator.service import _ids_by_partition, _ids_of_one_partition
+
+QUEUE: Any = SimpleNamespace(uid=7, partitions=[None, None, None])
+
+# Pieces that make well-formed ids of this queue, of an earlier queue, of a missing partition, and
+# malformed ones (signs, spaces, empty parts, non-ASCII digits, extra dashes).
+_uid = st.sampled_from(["7", "8", "07", "", "x", "-7", "7 "])
+_partition = st.sampled_from(["0", "1", "2", "3", "00", "", "+1"])
+_seq = st.one_of(
+    st.integers(min_value=0, max_value=10**12).map(str),
+    st.sampled_from(["", "1-2", " 5", "\u0663", "9" * (MAX_ID_BYTES + 1)]),
+)
+_id = st.builds(lambda u, p, s: f"{u}-{p}-{s}".encode(), _uid, _partition, _seq)
+
+
+def _general(ids: list[Any]) -> dict[int, list[int]] | str:
+    try:
+        return _ids_by_partition(QUEUE, ids)
+    except CommandError as exc:
+        return str(exc)
+
+
+@given(st.lists(_id, min_size=1, max_size=30))
+def test_fast_path_agrees_with_the_general_parser(ids: list[bytes]) -> None:
+    fast = _ids_of_one_partition(QUEUE, ids)
+    if fast is not None:
+        assert fast == _general(ids)
+
+
+@given(st.integers(0, 2), st.lists(st.integers(0, 10**9), min_size=1, max_size=200))
+def test_fast_path_takes_one_partitions_ids(partition: int, seqs: list[int]) -> None:
+    ids = [b"7-%d-%d" % (partition, seq) for seq in seqs]
+    expected = {partition: list(dict.fromkeys(seqs))}
+    assert _ids_of_one_partition(QUEUE, ids) == expected
+    assert _general(ids) == expected
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [b"7-0-1", b"7-1-2"],  # two partitions
+        [b"8-0-1", b"8-0-2"],  # an earlier queue of this name
+        [b"7-0-1", b"7-0-x"],  # a malformed id after a good one
+        [b"7-0-1", "7-0-2"],  # str and bytes mixed (in-process callers)
+        ["7-0-1"],  # str ids
+        [b"7-0-1", b"7-0-"],
+        [b"7-3-1"],  # no such partition
+    ],
+)
+def test_anything_unusual_goes_to_the_general_parser(ids: list[Any]) -> None:
+    assert _ids_of_one_partition(QUEUE, ids) is None
+
+
+def test_the_general_parser_names_the_first_malformed_id() -> None:
+    assert _general([b"7-0-1", b"7-0-x", b"bad"]) == "invalid id '7-0-x'"
+    assert _general([b"8-0-1", b"7-1-2", b"7-1-2"]) == {1: [2]}
+
+
+def test_rocksdb_put_many_refuses_mismatched_lists(tmp_path: Any) -> None:
+    from querator.store.rocksdb import RocksWriteSet
+
+    space: Any = SimpleNamespace(prefix=b"\0" * 8)
+    with pytest.raises(ValueError):
+        RocksWriteSet().put_many(space, [b"a", b"b"], [b"1"])
