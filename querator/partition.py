@@ -12,7 +12,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import struct
+from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from querator.errors import QueratorError, TryAgainError
@@ -34,6 +38,7 @@ from querator.records import (
     prefix_end,
     ready_keys,
     seq_key,
+    seq_keys,
 )
 
 if TYPE_CHECKING:
@@ -424,7 +429,9 @@ class PartitionActor:
         if not meta.ready:
             return taken
         db_ready = meta.ready - self._overlay_ready_live
-        if db_ready > 0:
+        if db_ready > 0 and not self.queue.options.expire_timeout:
+            self._lease_stored(min(count, db_ready), now, lease_timeout, taken)
+        elif db_ready > 0:
             overlay = self._overlay
             last_seq = -1
             for key, value in self.space.scan(seq_key(READY, meta.ready_head), _READY_END):
@@ -454,6 +461,41 @@ class PartitionActor:
                 self._lease_record(seq, key, pending, now, lease_timeout, taken)
             self._overlay_ready_pos = pos
         return taken
+
+    def _lease_stored(self, want: int, now: int, lease_timeout: int, taken: list[LeasedItem]) -> None:
+        """Lease up to `want` ready items from storage's head in one pass, for queues without an expire
+        timeout (no item can turn out dead on the way). The same moves as `_lease_record`, done in bulk so
+        only the scan and `lease_view` run Python code per item."""
+        overlay = self._overlay
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        for key, value in self.space.scan(seq_key(READY, self.meta.ready_head), _READY_END):
+            if key in overlay:
+                continue  # removed earlier in this step
+            keys.append(key)
+            values.append(value)
+            if len(keys) >= want:
+                break
+        if not keys:
+            return
+        count = len(keys)
+        deadline = now + lease_timeout
+        # Every ready key is READY + an 8-byte seq, so one unpack reads all the seqs.
+        seqs: list[int] = list(struct.unpack(">" + "xQ" * count, b"".join(keys)))
+        views = list(map(lease_view, values, repeat(deadline)))
+        leased_values, attempts, _, kinds, references, encodings, payloads = zip(*views, strict=True)
+        leased_keys = list(map(LEASED.__add__, map(itemgetter(slice(1, None)), keys)))
+        ws = self._ws
+        ws.delete_many(self.space, keys)
+        overlay.update(dict.fromkeys(keys))  # None: removed (none of them was put in this step)
+        ws.put_many(self.space, leased_keys, list(leased_values))
+        overlay.update(zip(leased_keys, leased_values, strict=True))
+        self.meta.ready -= count
+        self.meta.ready_head = seqs[-1] + 1
+        self.leased.update(dict.fromkeys(seqs, deadline))
+        deque(map(heapq.heappush, repeat(self._lease_heap), zip(repeat(deadline), seqs)), maxlen=0)
+        ids = map(self._id_prefix.__add__, map(str, seqs))
+        taken.extend(map(LeasedItem, ids, payloads, attempts, repeat(deadline), kinds, references, encodings))
 
     def _lease_record(
         self, seq: int, key: bytes, value: bytes, now: int, lease_timeout: int, taken: list[LeasedItem]
@@ -656,14 +698,13 @@ class PartitionActor:
         return self._take_ready(count, now, self.queue.options.lease_timeout)
 
     def op_complete(self, now: int, seqs: list[int]) -> int:
-        done = 0
-        leased = self.leased
-        for seq in seqs:
-            if leased.pop(seq, None) is not None:
-                self._delete(seq_key(LEASED, seq))
-                done += 1
-        self.meta.completed += done
-        return done
+        pop = self.leased.pop
+        ended = [seq for seq in seqs if pop(seq, None) is not None]
+        keys = seq_keys(LEASED, ended)
+        self._ws.delete_many(self.space, keys)
+        self._overlay.update(dict.fromkeys(keys))  # None: removed
+        self.meta.completed += len(ended)
+        return len(ended)
 
     def op_retry(self, now: int, seqs: list[int], due: int, dead: bool) -> int:
         done = 0

@@ -31,6 +31,11 @@ def seq_key(prefix: bytes, seq: int) -> bytes:
     return prefix + _SEQ.pack(seq)
 
 
+def seq_keys(prefix: bytes, seqs: list[int]) -> list[bytes]:
+    """`seq_key` of each seq, built in C."""
+    return list(map(prefix.__add__, map(_SEQ.pack, seqs)))
+
+
 def key_seq(key: bytes) -> int:
     return int(_SEQ.unpack_from(key, 1)[0])
 

@@ -47,6 +47,9 @@ class MemoryWriteSet:
     def put_many(self, space: MemoryKeySpace, keys: list[bytes], values: list[bytes]) -> None:
         self.ops.extend((space, key, value) for key, value in zip(keys, values, strict=True))
 
+    def delete_many(self, space: MemoryKeySpace, keys: list[bytes]) -> None:
+        self.ops.extend((space, key, None) for key in keys)
+
     def __len__(self) -> int:
         return len(self.ops)
 

@@ -101,6 +101,10 @@ class RocksWriteSet:
         deque(map(self.batch.put, map(space.prefix.__add__, keys), values), maxlen=0)
         self.count += len(keys)
 
+    def delete_many(self, space: RocksKeySpace, keys: list[bytes]) -> None:
+        deque(map(self.batch.delete, map(space.prefix.__add__, keys)), maxlen=0)
+        self.count += len(keys)
+
     def __len__(self) -> int:
         return self.count
 

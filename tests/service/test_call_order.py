@@ -153,3 +153,27 @@ def test_stats_called_right_after_remove_and_lease_reflect_them(env) -> None:
             assert (s.ready, s.leased, s.oldest_ready_age) == (1, 1, 100)
 
     run(main())
+
+
+def test_one_step_lease_skips_items_removed_before_it_and_takes_stored_then_new(env) -> None:
+    async def main() -> None:
+        async with env.service() as svc:
+            await svc.create_queue("q")
+            ids = await svc.produce("q", [b"a", b"b", b"c", b"d"])
+            # One step: remove a stored item, produce two more, lease across both.
+            removed = svc.remove("q", [ids[1]])
+            produced = svc.produce("q", [b"e", b"f"])
+            leased = svc.lease("q", count=4)
+            assert await removed == 1
+            await produced
+            assert [i.payload for i in await leased] == [b"a", b"c", b"d", b"e"]
+            stats = await svc.queue_stats("q")
+            assert (stats.ready, stats.leased) == (1, 4)
+        if env.backend == "memory":
+            return
+        async with env.service() as svc:  # what was written is what the replies said
+            stats = await svc.queue_stats("q")
+            assert (stats.ready, stats.leased) == (1, 4)
+            assert [i.payload for i in await svc.lease("q", count=10)] == [b"f"]
+
+    run(main())
