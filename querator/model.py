@@ -4,7 +4,7 @@ payload; `*_timeout` is a duration in ms, `*_deadline` / `*_at` a point in Unix 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 ItemState = Literal["ready", "leased", "scheduled"]
 
@@ -56,8 +56,9 @@ class QueueInfo:
     updated_at: int
 
 
-@dataclass(slots=True)
-class LeasedItem:
+class LeasedItem(NamedTuple):
+    """A leased item. A named tuple, so a lease of many items builds them all in C (`tuple.__new__`)."""
+
     id: str
     payload: bytes
     attempts: int

@@ -14,7 +14,7 @@ import heapq
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
@@ -33,6 +33,7 @@ from querator.records import (
     index_entry,
     index_key,
     key_seq,
+    lease_many,
     lease_view,
     new_record_prefix,
     prefix_end,
@@ -467,35 +468,46 @@ class PartitionActor:
         timeout (no item can turn out dead on the way). The same moves as `_lease_record`, done in bulk so
         only the scan and `lease_view` run Python code per item."""
         overlay = self._overlay
-        keys: list[bytes] = []
-        values: list[bytes] = []
-        for key, value in self.space.scan(seq_key(READY, self.meta.ready_head), _READY_END):
-            if key in overlay:
-                continue  # removed earlier in this step
-            keys.append(key)
-            values.append(value)
-            if len(keys) >= want:
-                break
+        start = seq_key(READY, self.meta.ready_head)
+        keys, values = self.space.head(start, _READY_END, want)
+        if not overlay.keys().isdisjoint(keys):  # some were removed earlier in this step: skip them
+            keys = []
+            values = []
+            for key, value in self.space.scan(start, _READY_END):
+                if key not in overlay:
+                    keys.append(key)
+                    values.append(value)
+                    if len(keys) >= want:
+                        break
         if not keys:
             return
         count = len(keys)
         deadline = now + lease_timeout
         # Every ready key is READY + an 8-byte seq, so one unpack reads all the seqs.
         seqs: list[int] = list(struct.unpack(">" + "xQ" * count, b"".join(keys)))
-        views = list(map(lease_view, values, repeat(deadline)))
-        leased_values, attempts, _, kinds, references, encodings, payloads = zip(*views, strict=True)
+        plain = lease_many(values, deadline)
+        kinds: Iterable[bytes]
+        references: Iterable[bytes]
+        encodings: Iterable[bytes]
+        if plain is not None:  # no labels: everything in C
+            leased_values, attempts, payloads = plain
+            kinds = references = encodings = repeat(b"")
+        else:
+            views = zip(*map(lease_view, values, repeat(deadline)), strict=True)
+            leased_values, attempts, _, kinds, references, encodings, payloads = map(list, views)
         leased_keys = list(map(LEASED.__add__, map(itemgetter(slice(1, None)), keys)))
         ws = self._ws
         ws.delete_many(self.space, keys)
         overlay.update(dict.fromkeys(keys))  # None: removed (none of them was put in this step)
-        ws.put_many(self.space, leased_keys, list(leased_values))
+        ws.put_many(self.space, leased_keys, leased_values)
         overlay.update(zip(leased_keys, leased_values, strict=True))
         self.meta.ready -= count
         self.meta.ready_head = seqs[-1] + 1
         self.leased.update(dict.fromkeys(seqs, deadline))
         deque(map(heapq.heappush, repeat(self._lease_heap), zip(repeat(deadline), seqs)), maxlen=0)
         ids = map(self._id_prefix.__add__, map(str, seqs))
-        taken.extend(map(LeasedItem, ids, payloads, attempts, repeat(deadline), kinds, references, encodings))
+        fields = zip(ids, payloads, attempts, repeat(deadline), kinds, references, encodings)
+        taken.extend(map(tuple.__new__, repeat(LeasedItem), fields))
 
     def _lease_record(
         self, seq: int, key: bytes, value: bytes, now: int, lease_timeout: int, taken: list[LeasedItem]

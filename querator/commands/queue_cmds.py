@@ -184,30 +184,32 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Any:
     return Deferred(future, _ids_reply)  # type: ignore[arg-type]
 
 
+_LEASED_ITEM = b"*7\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n:%d\r\n:%d\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+
+
 def _lease_reply(items: list[LeasedItem]) -> Encoded:
-    """[[id, payload, attempts, lease-deadline, kind, reference, encoding], ...], encoded in one pass."""
-    parts = [b"*%d\r\n" % len(items)]
-    append = parts.append
-    for i in items:
-        item_id = i.id.encode()
-        append(
-            b"*7\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n:%d\r\n:%d\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-            % (
-                len(item_id),
-                item_id,
-                len(i.payload),
-                i.payload,
-                i.attempts,
-                i.lease_deadline,
-                len(i.kind),
-                i.kind,
-                len(i.reference),
-                i.reference,
-                len(i.encoding),
-                i.encoding,
-            )
-        )
-    return Encoded(b"".join(parts))
+    """[[id, payload, attempts, lease-deadline, kind, reference, encoding], ...], encoded in one pass:
+    the items are tuples, so they are transposed into columns and formatted by C-level maps."""
+    if not items:
+        return Encoded(b"*0\r\n")
+    ids, payloads, attempts, deadlines, kinds, references, encodings = zip(*items, strict=True)
+    id_bytes = list(map(str.encode, ids))
+    rows = zip(
+        map(len, id_bytes),
+        id_bytes,
+        map(len, payloads),
+        payloads,
+        attempts,
+        deadlines,
+        map(len, kinds),
+        kinds,
+        map(len, references),
+        references,
+        map(len, encodings),
+        encodings,
+        strict=True,
+    )
+    return Encoded(b"*%d\r\n%b" % (len(items), b"".join(map(_LEASED_ITEM.__mod__, rows))))
 
 
 def _ids_reply(ids: list[str]) -> Encoded:

@@ -31,6 +31,10 @@ class KeySpace(Protocol):
         """Pairs with start <= key < end, in key order."""
         ...
 
+    def head(self, start: bytes, end: bytes, limit: int) -> tuple[list[bytes], list[bytes]]:
+        """The first `limit` keys with start <= key < end, and their values, in key order."""
+        ...
+
     def last_key(self, start: bytes, end: bytes) -> bytes | None: ...
 
 

@@ -4,6 +4,7 @@ queues (`--backend memory`). Nothing is durable, so `after_sync` answers at once
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 
 from sortedcontainers import SortedDict
 
@@ -25,6 +26,10 @@ class MemoryKeySpace:
         data = self.data
         for key in data.irange(start, end, inclusive=(True, False)):
             yield key, data[key]
+
+    def head(self, start: bytes, end: bytes, limit: int) -> tuple[list[bytes], list[bytes]]:
+        keys = list(islice(self.data.irange(start, end, inclusive=(True, False)), limit))
+        return keys, list(map(self.data.__getitem__, keys))
 
     def last_key(self, start: bytes, end: bytes) -> bytes | None:
         for key in self.data.irange(start, end, inclusive=(True, False), reverse=True):

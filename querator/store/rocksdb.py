@@ -16,8 +16,11 @@ import os
 import struct
 import sys
 import threading
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import rocksdict
@@ -62,6 +65,16 @@ class RocksKeySpace:
                 return
             yield key[cut:], it.value()
             it.next()
+
+    def head(self, start: bytes, end: bytes, limit: int) -> tuple[list[bytes], list[bytes]]:
+        prefix = self.prefix
+        # rocksdict's items() iterates in Rust: about half the cost per key of driving an iterator by hand.
+        pairs = list(islice(self.db.items(from_key=prefix + start), limit))
+        if not pairs:
+            return [], []
+        keys, values = zip(*pairs, strict=True)
+        inside = bisect_left(keys, prefix + end)
+        return list(map(itemgetter(slice(len(prefix), None)), keys[:inside])), list(values[:inside])
 
     def last_key(self, start: bytes, end: bytes) -> bytes | None:
         prefix = self.prefix
