@@ -10,7 +10,6 @@ one memtable budget and one block cache instead of getting their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import struct
@@ -237,10 +236,7 @@ class _GroupSync:
         self._next: list[_SyncCallback] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        # A plain lock used as a binary semaphore (held = nothing to do): waiting on it and waking it cost
-        # one GIL hand-off each, where threading.Event's Condition costs several (ADR 0004).
-        self._wake = threading.Lock()
-        self._wake.acquire()
+        self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
 
@@ -262,17 +258,14 @@ class _GroupSync:
                 sys.setswitchinterval(_SWITCH_INTERVAL_S)
             self._thread = threading.Thread(target=self._sync_loop, name="querator-fsync", daemon=True)
             self._thread.start()
-        self._signal()
-
-    def _signal(self) -> None:
-        with contextlib.suppress(RuntimeError):  # already signalled: the thread has not taken it yet
-            self._wake.release()
+        self._wake.set()
 
     def _sync_loop(self) -> None:
         loop = self._loop
         assert loop is not None
         while True:
-            self._wake.acquire()
+            self._wake.wait()
+            self._wake.clear()
             if self._stop:
                 return
             error: BaseException | None = None
@@ -311,7 +304,7 @@ class _GroupSync:
             self._idle_waiters.append(idle)
             await idle
         self._stop = True
-        self._signal()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
