@@ -146,7 +146,13 @@ class Connection(asyncio.Protocol):
         self._backlog = False
         waiting_for_more = False
         while self._blocker is None and not self._closing:
-            if not budget or self._write_paused or self._too_much_in_flight():
+            # _too_much_in_flight(), inlined: this runs once per command.
+            if (
+                not budget
+                or self._write_paused
+                or len(self._pending) >= _MAX_PENDING_REPLIES
+                or self._in_flight >= _MAX_IN_FLIGHT_BYTES
+            ):
                 self._backlog = self._parser.buffered_bytes() > 0
                 break
             try:
@@ -316,10 +322,12 @@ class Connection(asyncio.Protocol):
             transport.close()
 
     def _update_reading(self) -> None:
+        should_pause = self._write_paused or self._backlog or self._too_much_in_flight()
+        if should_pause == self._reading_paused:
+            return  # the usual case, after every reply: nothing to change
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        should_pause = self._write_paused or self._backlog or self._too_much_in_flight()
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             transport.pause_reading()

@@ -391,10 +391,11 @@ class Service:
         limit = config.max_item_bytes
         if max(map(len, payloads)) > limit:
             raise CommandError(f"item payload too large; max-item-bytes is {limit}")
-        for option, label in (("KIND", kind), ("REFERENCE", reference), ("ENCODING", encoding)):
-            if len(label) > MAX_LABEL_BYTES:
-                raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")
-        due = self._due(delay_ms, at_ms)
+        if kind or reference or encoding:
+            for option, label in (("KIND", kind), ("REFERENCE", reference), ("ENCODING", encoding)):
+                if len(label) > MAX_LABEL_BYTES:
+                    raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")
+        due = self._due(delay_ms, at_ms) if delay_ms is not None or at_ms is not None else 0
         partition = q.produce_partition()
         return self._submit(partition, PartitionActor.op_produce, payloads, due, kind, reference, encoding)
 

@@ -214,6 +214,9 @@ def _lease_reply(items: list[LeasedItem]) -> Encoded:
 
 def _ids_reply(ids: list[str]) -> Encoded:
     """The ids of a QPRODUCE, encoded in one pass (ids are ASCII)."""
+    if len(ids) == 1:
+        only = ids[0]
+        return Encoded(b"*1\r\n$%d\r\n%b\r\n" % (len(only), only.encode()))
     if len(set(map(len, ids))) == 1:
         # The usual case: one partition's consecutive seqs, so every id has the same length and one join
         # builds the whole reply.
