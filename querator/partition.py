@@ -465,8 +465,8 @@ class PartitionActor:
 
     def _lease_stored(self, want: int, now: int, lease_timeout: int, taken: list[LeasedItem]) -> None:
         """Lease up to `want` ready items from storage's head in one pass, for queues without an expire
-        timeout (no item can turn out dead on the way). The same moves as `_lease_record`, done in bulk so
-        only the scan and `lease_view` run Python code per item."""
+        timeout (no item can turn out dead on the way). The same moves as `_lease_record`, done in bulk: no
+        Python code runs per item unless a record carries a kind, reference or encoding (`lease_view`)."""
         overlay = self._overlay
         start = seq_key(READY, self.meta.ready_head)
         keys, values = self.space.head(start, _READY_END, want)

@@ -190,7 +190,7 @@ class RequestParser:
         if len(parts) <= 2 * count:
             return None  # not all of it has arrived
         args = parts[1 : 2 * count : 2]
-        # An unknown header maps to None, which no length equals (and max() is then never reached).
+        # An unknown header maps to None, which equals no length, so the command goes to the exact parser.
         sizes: list[int | None] = list(map(_BULK_HEADERS.get, parts[0 : 2 * count : 2]))
         if sizes != list(map(len, args)) or max(map(len, args)) > self._limits.max_bulk_bytes:
             return None
