@@ -146,13 +146,7 @@ class Connection(asyncio.Protocol):
         self._backlog = False
         waiting_for_more = False
         while self._blocker is None and not self._closing:
-            # _too_much_in_flight(), inlined: this runs once per command.
-            if (
-                not budget
-                or self._write_paused
-                or len(self._pending) >= _MAX_PENDING_REPLIES
-                or self._in_flight >= _MAX_IN_FLIGHT_BYTES
-            ):
+            if not budget or self._write_paused or self._too_much_in_flight():
                 self._backlog = self._parser.buffered_bytes() > 0
                 break
             try:

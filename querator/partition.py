@@ -690,15 +690,9 @@ class PartitionActor:
                 record = Record(0, now, now, 0, kind, reference, encoding, payload)
                 ids.append(prefix + str(self._enqueue(record, due, now)))
         elif len(payloads) == 1:  # the commonest call: no lists to build
-            seq = meta.next_seq
-            meta.next_seq = seq + 1
-            key = seq_key(READY, seq)
-            value = new_record_prefix(now, now, kind, reference, encoding) + payloads[0]
-            self._ws.put(self.space, key, value)
-            self._overlay[key] = value
-            self._overlay_ready.append(key)
-            self._overlay_ready_live += 1
-            ids = [prefix + str(seq)]
+            seq = self._new_seq()
+            self._put_ready(seq, new_record_prefix(now, now, kind, reference, encoding) + payloads[0])
+            ids = [self.item_id(seq)]
             meta.ready += 1
         else:
             # The hot path: the record prefix is built once, keys and values in bulk, no Record objects.

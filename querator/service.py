@@ -395,7 +395,7 @@ class Service:
             for option, label in (("KIND", kind), ("REFERENCE", reference), ("ENCODING", encoding)):
                 if len(label) > MAX_LABEL_BYTES:
                     raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")
-        due = self._due(delay_ms, at_ms) if delay_ms is not None or at_ms is not None else 0
+        due = self._due(delay_ms, at_ms)
         partition = q.produce_partition()
         return self._submit(partition, PartitionActor.op_produce, payloads, due, kind, reference, encoding)
 
