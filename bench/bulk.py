@@ -32,7 +32,16 @@ from typing import Any
 
 import hiredis
 
-from bench.loadgen import BLOCK_MS, Conn, Dialect, QueratorDialect, RedisStreamDialect, _error_key, run_async
+from bench.loadgen import (
+    BLOCK_MS,
+    Conn,
+    Dialect,
+    QueratorDialect,
+    RedisStreamDialect,
+    _error_key,
+    complete_leased,
+    run_async,
+)
 from bench.servers import HOST
 
 PAYLOAD_BYTES = 100
@@ -214,11 +223,10 @@ async def steady(
             got = d.leased(reply)
             if not got:
                 continue
-            ack = await conn.call(*d.complete([i for i, _ in got]))
-            if isinstance(ack, hiredis.ReplyError):
-                errors[f"complete: {_error_key(ack)}"] += 1
+            acked = await complete_leased(conn, d, got, errors)
+            if acked is None:
                 continue
-            if ack != len(got):
+            if not acked:
                 short += 1
             if stop.is_set():
                 return  # finished after the window closed: not counted
@@ -333,11 +341,10 @@ async def drain(
             got = d.leased(reply)
             if not got:
                 return
-            ack = await conn.call(*d.complete([i for i, _ in got]))
-            if isinstance(ack, hiredis.ReplyError):
-                errors[f"complete: {_error_key(ack)}"] += 1
+            acked = await complete_leased(conn, d, got, errors)
+            if acked is None:
                 continue
-            if ack != len(got):
+            if not acked:
                 short += 1
             done_items += len(got)
 

@@ -203,6 +203,18 @@ def _error_key(reply: Any) -> str:
     return str(reply)[:120]
 
 
+async def complete_leased(
+    conn: Conn, dialect: Dialect, got: list[tuple[Any, Any]], errors: Counter[str]
+) -> bool | None:
+    """Complete (QCOMPLETE / XACK) what one lease returned. None after an error reply (counted in
+    `errors`), else whether the server acknowledged every id."""
+    ack = await conn.call(*dialect.complete([i for i, _ in got]))
+    if isinstance(ack, hiredis.ReplyError):
+        errors[f"complete: {_error_key(ack)}"] += 1
+        return None
+    return bool(ack == len(got))
+
+
 @dataclass
 class CycleResult:
     items: int  # items completed (acknowledged) in time
@@ -283,11 +295,10 @@ async def cycle(
             got = dialect.leased(reply)
             if not got:
                 continue
-            ack = await conn.call(*dialect.complete([i for i, _ in got]))
-            if isinstance(ack, hiredis.ReplyError):
-                errors[f"complete: {_error_key(ack)}"] += 1
+            acked = await complete_leased(conn, dialect, got, errors)
+            if acked is None:
                 continue
-            if ack != len(got):
+            if not acked:
                 short_completes += 1
             now = time.perf_counter()
             if last_completion:
@@ -398,9 +409,7 @@ async def handoff(
             for _id, payload in got:
                 latencies.append(now - int(payload))
             last_receive = now / 1e9
-            ack = await conn.call(*dialect.complete([i for i, _ in got]))
-            if isinstance(ack, hiredis.ReplyError):
-                errors[f"complete: {_error_key(ack)}"] += 1
+            await complete_leased(conn, dialect, got, errors)
             if len(latencies) >= total:
                 done.set()
 
