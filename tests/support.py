@@ -18,6 +18,14 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 _READY = re.compile(rb"ready to accept connections on [^ ]+:(\d+)")
 
+HOST = "127.0.0.1"
+# The long-running variants of the reliability tests run only when this is set.
+SLOW = os.environ.get("QUERATOR_SLOW") == "1"
+# Redis's exact replies, shared by the protocol tests.
+PONG = b"+PONG\r\n"
+INVALID_MULTIBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
+INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
+
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on a fresh event loop (the suites use no pytest plugin for asyncio)."""
@@ -103,7 +111,7 @@ class ServerProcess:
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock = socket.create_connection((HOST, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 

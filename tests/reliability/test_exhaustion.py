@@ -8,7 +8,6 @@ also runs the 10,000-idle-connection variant.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import resource
 import socket
@@ -23,6 +22,10 @@ import pytest
 
 from querator.config import ConfigError, load_config
 from tests.support import (
+    HOST,
+    INVALID_BULK,
+    PONG,
+    SLOW,
     ServerProcess,
     alive,
     closed_by_server,
@@ -33,11 +36,7 @@ from tests.support import (
     resp,
 )
 
-SLOW = os.environ.get("QUERATOR_SLOW") == "1"
-HOST = "127.0.0.1"
-PONG = b"+PONG\r\n"
 MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
-INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
 MiB = 1024 * 1024
 
 

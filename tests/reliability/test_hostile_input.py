@@ -27,6 +27,11 @@ import pytest
 
 from tests.reliability.fuzz_parser_atheris import check_input
 from tests.support import (
+    HOST,
+    INVALID_BULK,
+    INVALID_MULTIBULK,
+    PONG,
+    SLOW,
     ServerProcess,
     alive,
     closed_by_server,
@@ -37,12 +42,7 @@ from tests.support import (
     resp,
 )
 
-SLOW = os.environ.get("QUERATOR_SLOW") == "1"
-HOST = "127.0.0.1"
-PONG = b"+PONG\r\n"
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
-INVALID_MULTIBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
-INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
 UNBALANCED = b"-ERR Protocol error: unbalanced quotes in request\r\n"
 TOO_BIG_INLINE = b"-ERR Protocol error: too big inline request\r\n"
 INTERNAL_ERROR = b"internal error"

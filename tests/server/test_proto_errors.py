@@ -15,12 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import ServerProcess, connect, recv_exact, request
+from tests.support import INVALID_BULK, INVALID_MULTIBULK, PONG, ServerProcess, connect, recv_exact, request
 
-PONG = b"+PONG\r\n"
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
-INVALID_MULTIBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
-INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
