@@ -18,10 +18,13 @@ INLINE_MAX_BYTES: Final = 64 * 1024
 UNAUTHENTICATED_MAX_MULTIBULK: Final = 10
 UNAUTHENTICATED_MAX_BULK: Final = 16384
 _INT_MAX: Final = 2**31 - 1
-# The fast path (`_complete_small_multibulk`) looks headers up in these tables instead of parsing them, and
-# gives up on buffers larger than this, so an incomplete command is never re-walked at a cost that grows.
+# The fast path (`_complete_small_multibulk`) looks headers up in these tables instead of parsing them. It
+# reads at most this much of the buffer per attempt, so its cost does not grow with a deep pipeline behind
+# the command, or with an incomplete command (which the exact parser then holds until it is complete).
 _FAST_PATH_MAX_BYTES: Final = 16 * 1024
 _FAST_PATH_WINDOW: Final = 1024
+# The longest table entry is 5 bytes (`*1024`, `$4095`): a header's CRLF is looked for only that far.
+_HEADER_SEARCH: Final = 8
 _FIND_LOOP_MAX_ARGS: Final = 2
 _COUNT_HEADERS: Final = {b"*%d" % n: n for n in range(1, 1025)}
 _BULK_HEADERS: Final = {b"$%d" % n: n for n in range(4096)}
@@ -137,9 +140,9 @@ class RequestParser:
         unusual or invalid) returns None without consuming input, and the exact parser below decides."""
         buf = self._buf
         pos = self._pos
-        if len(buf) - pos > _FAST_PATH_MAX_BYTES or buf[pos] != 42:  # b"*"
+        if buf[pos] != 42:  # b"*"
             return None
-        eol = buf.find(b"\r\n", pos)
+        eol = buf.find(b"\r\n", pos, pos + _HEADER_SEARCH)
         if eol < 0:
             return None
         count = _COUNT_HEADERS.get(bytes(buf[pos:eol]))
@@ -157,7 +160,7 @@ class RequestParser:
         p = start
         args = []
         for _ in range(count):
-            eol = buf.find(b"\r\n", p)
+            eol = buf.find(b"\r\n", p, p + _HEADER_SEARCH)
             if eol < 0:
                 return None
             size = _BULK_HEADERS.get(bytes(buf[p:eol]))
@@ -175,7 +178,7 @@ class RequestParser:
         """More arguments: one C-level split on CRLF yields every header and payload at once, accepted only
         if each header is canonical and each payload has the declared length (a payload that contains CRLF
         fails that check and goes to the exact parser). A small window is split first, so a deep pipeline
-        of small commands is not copied once per command."""
+        of small commands is not copied once per command, then at most `_FAST_PATH_MAX_BYTES`."""
         buf = self._buf
         end = len(buf)
         view = memoryview(buf)
@@ -183,7 +186,7 @@ class RequestParser:
             window = bytes(view[start : min(end, start + _FAST_PATH_WINDOW)])
             parts = window.split(b"\r\n", 2 * count)
             if len(parts) <= 2 * count and start + len(window) < end:
-                window = bytes(view[start:end])
+                window = bytes(view[start : min(end, start + _FAST_PATH_MAX_BYTES)])
                 parts = window.split(b"\r\n", 2 * count)
         finally:
             view.release()  # a live view would stop the bytearray from growing in feed()

@@ -64,6 +64,21 @@ def test_multibulk_pipeline_in_any_chunks(commands: list[list[bytes]], data: st.
     assert parser.buffered_bytes() == 0
 
 
+large_commands_st = st.lists(
+    st.lists(st.binary(min_size=0, max_size=300), min_size=3, max_size=120), min_size=1, max_size=6
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands=large_commands_st, data=st.data())
+def test_pipelines_of_large_commands(commands: list[list[bytes]], data: st.DataObject) -> None:
+    """Commands larger than the fast path's first window (and some larger than all it reads at once),
+    several in one buffer: each is parsed whole, whatever stands behind it and however it was split."""
+    stream = b"".join(encode_multibulk(c) for c in commands)
+    assert run(RequestParser(), [stream]) == (commands, None)
+    assert run(RequestParser(), data.draw(chunked(stream))) == (commands, None)
+
+
 # Fragments that make random streams reach deep into the parser rather than failing at the first byte.
 _FRAGMENTS = [
     b"*",
