@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck bench bench-quick chaos docs clean redis-tools
+.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos docs clean redis-tools
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP) redis-tools
 
 bench-quick: $(STAMP) redis-tools
 	$(BIN)/python -m bench.run --quick
+
+# What bounds the goals not reached: CPU per request against a bare uvloop server, the engine alone, the disk.
+bench-limits: $(STAMP) redis-tools
+	$(BIN)/python -m bench.limits
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --durability both

@@ -45,3 +45,29 @@ def test_quick_bench_runs_every_workload_on_both_sides(tmp_path: Path) -> None:
     assert seen == set(workloads)
     for row in report["results"]:
         assert row["querator"]["median"] > 0 and row["redis"]["median"] > 0, row
+
+
+@pytest.mark.skipif(
+    not (shutil.which("redis-server") and shutil.which("redis-benchmark")),
+    reason="the limits script needs redis-server and redis-benchmark (Debian redis-server, redis-tools)",
+)
+def test_quick_limits_measure_every_section(tmp_path: Path) -> None:
+    results = tmp_path / "limits.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.limits", "--quick", "--json", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(results.read_text())["rows"]
+    servers = ["floor PING", "querator PING", "redis PING"]
+    servers += ["querator QPRODUCE q ITEMS v", "redis XADD s * f v"]
+    for server in servers:
+        assert rows[f"cpu {server} req/s"]["values"][0] > 0, server
+        # CPU time comes in clock ticks: a quick run may see none, never a negative amount.
+        assert rows[f"cpu {server} user"]["values"][0] >= 0, server
+    for durability in ("fsync", "flush"):
+        assert rows[f"engine cycle COUNT 100, rocksdb/{durability} rate"]["values"][0] > 0
+    assert 0 < rows["disk p50"]["values"][0] <= rows["disk p99"]["values"][0] <= rows["disk max"]["values"][0]
