@@ -1,6 +1,6 @@
 """What bounds the goals Querator does not reach (W1, W3, W4), measured on this machine in one run.
 
-    python -m bench.limits [--quick] [--rounds R] [--json PATH]
+    python -m bench.limits [--quick] [--rounds R] [--only cpu engine disk] [--json PATH]
 
 Three measurements, each next to its reference:
 
@@ -83,8 +83,18 @@ class Row:
         return f"{_fmt(median)} ({_fmt(min(self.values))}-{_fmt(max(self.values))})"
 
 
-def record(rows: dict[str, Row], key: str, section: str, label: str, unit: str, value: float) -> None:
-    rows.setdefault(key, Row(section, label, unit)).values.append(value)
+@dataclass
+class Run:
+    """What one run measured, and what went wrong on the way (server exit codes, warnings in their logs)."""
+
+    rows: dict[str, Row] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def record(self, key: str, section: str, label: str, unit: str, value: float) -> None:
+        self.rows.setdefault(key, Row(section, label, unit)).values.append(value)
+
+    def log(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _fmt(value: float) -> str:
@@ -130,7 +140,7 @@ def _cpu_cases() -> list[_Case]:
     ]
 
 
-def measure_cpu(rows: dict[str, Row], sizes: Sizes, rounds: int, log: Callable[[str], None]) -> None:
+def measure_cpu(run: Run, sizes: Sizes, rounds: int) -> None:
     cases = _cpu_cases()
     for round_no in range(rounds):
         order = cases if round_no % 2 == 0 else list(reversed(cases))
@@ -138,10 +148,11 @@ def measure_cpu(rows: dict[str, Row], sizes: Sizes, rounds: int, log: Callable[[
             with make() as server:
                 setup(server.port)
                 rps, user, system = cpu_per_request(server, command, sizes.requests)
+            run.problems.extend(server.problems)  # filled in when the server stopped
             per_request = (("req/s", "req/s", rps), ("user", "µs/req", user), ("system", "µs/req", system))
             for name, unit, value in per_request:
-                record(rows, f"cpu {label} {name}", "cpu", f"{label}: {name}", unit, value)
-            log(f"cpu {label}: {rps:,.0f} req/s, user {user:.1f} µs, system {system:.1f} µs per request")
+                run.record(f"cpu {label} {name}", "cpu", f"{label}: {name}", unit, value)
+            run.log(f"cpu {label}: {rps:,.0f} req/s, user {user:.1f} µs, system {system:.1f} µs per request")
 
 
 async def engine_cycle(
@@ -190,7 +201,7 @@ async def engine_cycle(
     return total / elapsed, cpu / total * 1e6
 
 
-def measure_engine(rows: dict[str, Row], sizes: Sizes, rounds: int, log: Callable[[str], None]) -> None:
+def measure_engine(run: Run, sizes: Sizes, rounds: int) -> None:
     import uvloop
 
     for _ in range(rounds):
@@ -198,9 +209,9 @@ def measure_engine(rows: dict[str, Row], sizes: Sizes, rounds: int, log: Callabl
         for durability in durabilities:
             rate, cpu = uvloop.run(engine_cycle(durability, sizes.engine_items))
             label = f"engine cycle COUNT 100, rocksdb/{durability}"
-            record(rows, f"{label} rate", "engine", f"{label}: items/s", "items/s", rate)
-            record(rows, f"{label} cpu", "engine", f"{label}: CPU", "µs/item", cpu)
-            log(f"{label}: {rate:,.0f} items/s, {cpu:.1f} µs CPU per item")
+            run.record(f"{label} rate", "engine", f"{label}: items/s", "items/s", rate)
+            run.record(f"{label} cpu", "engine", f"{label}: CPU", "µs/item", cpu)
+            run.log(f"{label}: {rate:,.0f} items/s, {cpu:.1f} µs CPU per item")
 
 
 def sync_latencies(directory: str, count: int) -> list[float]:
@@ -221,17 +232,17 @@ def sync_latencies(directory: str, count: int) -> list[float]:
         os.unlink(path)
 
 
-def measure_disk(rows: dict[str, Row], sizes: Sizes, rounds: int, log: Callable[[str], None]) -> None:
+def measure_disk(run: Run, sizes: Sizes, rounds: int) -> None:
     for _ in range(rounds):
         with tempfile.TemporaryDirectory(prefix="bench-disk-") as directory:
             times = sorted(sync_latencies(directory, sizes.syncs))
         p50, p99 = times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
         for name, value in (("p50", p50), ("p99", p99), ("max", times[-1])):
-            record(rows, f"disk {name}", "disk", f"append 100 B + fdatasync {name}", "ms", value)
-        log(f"disk: fdatasync p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {times[-1]:.2f} ms")
+            run.record(f"disk {name}", "disk", f"append 100 B + fdatasync {name}", "ms", value)
+        run.log(f"disk: fdatasync p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {times[-1]:.2f} ms")
 
 
-SECTIONS: dict[str, Callable[[dict[str, Row], Sizes, int, Callable[[str], None]], None]] = {
+SECTIONS: dict[str, Callable[[Run, Sizes, int], None]] = {
     "cpu": measure_cpu,
     "engine": measure_engine,
     "disk": measure_disk,
@@ -254,14 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    rows: dict[str, Row] = {}
+    run = Run()
     started = time.time()
     load_before = os.getloadavg()
     for name in args.only:
-        SECTIONS[name](rows, sizes, rounds, log)
+        SECTIONS[name](run, sizes, rounds)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
@@ -270,11 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "load_after": os.getloadavg(),
-        "rows": {key: {"label": r.label, "unit": r.unit, "values": r.values} for key, r in rows.items()},
+        "rows": {key: {"label": r.label, "unit": r.unit, "values": r.values} for key, r in run.rows.items()},
+        "problems": run.problems,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
-    print(table(rows))
+    print(table(run.rows))
+    if run.problems:
+        print("\nProblems seen:\n" + "\n".join(f"* {p}" for p in run.problems))
     return 0
 
 

@@ -61,7 +61,9 @@ def test_quick_limits_measure_every_section(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(results.read_text())["rows"]
+    report = json.loads(results.read_text())
+    assert report["problems"] == []
+    rows = report["rows"]
     servers = ["floor PING", "querator PING", "redis PING"]
     servers += ["querator QPRODUCE q ITEMS v", "redis XADD s * f v"]
     for server in servers:
