@@ -8,62 +8,49 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(
+needs_redis = pytest.mark.skipif(
     not (shutil.which("redis-server") and shutil.which("redis-benchmark")),
     reason="the benchmarks need redis-server and redis-benchmark (Debian redis-server, redis-tools)",
 )
-def test_quick_bench_runs_every_workload_on_both_sides(tmp_path: Path) -> None:
-    results = tmp_path / "smoke.json"
-    workloads = ["ping", "produce-fsync", "cycle"]
+
+
+def run_bench_module(*argv: str, results: Path) -> dict[str, Any]:
+    """Run `python -m <argv> --json results` from the project root; its report, which lists no problem."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--quick",
-            "--only",
-            *workloads,
-            "--no-charts",
-            "--json",
-            str(results),
-        ],
+        [sys.executable, "-m", *argv, "--json", str(results)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(results.read_text())
+    report: dict[str, Any] = json.loads(results.read_text())
     assert report["problems"] == []
+    return report
+
+
+@needs_redis
+def test_quick_bench_runs_every_workload_on_both_sides(tmp_path: Path) -> None:
+    workloads = ["ping", "produce-fsync", "cycle"]
+    report = run_bench_module(
+        "bench.run", "--quick", "--only", *workloads, "--no-charts", results=tmp_path / "smoke.json"
+    )
     seen = {row["workload"] for row in report["results"]}
     assert seen == set(workloads)
     for row in report["results"]:
         assert row["querator"]["median"] > 0 and row["redis"]["median"] > 0, row
 
 
-@pytest.mark.skipif(
-    not (shutil.which("redis-server") and shutil.which("redis-benchmark")),
-    reason="the limits script needs redis-server and redis-benchmark (Debian redis-server, redis-tools)",
-)
+@needs_redis
 def test_quick_limits_measure_every_section(tmp_path: Path) -> None:
-    results = tmp_path / "limits.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.limits", "--quick", "--json", str(results)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(results.read_text())
-    assert report["problems"] == []
-    rows = report["rows"]
+    rows = run_bench_module("bench.limits", "--quick", results=tmp_path / "limits.json")["rows"]
     servers = ["floor PING", "querator PING", "redis PING"]
     servers += ["querator QPRODUCE q ITEMS v", "redis XADD s * f v"]
     for server in servers:
