@@ -1,4 +1,4 @@
-"""What bounds the goals Querator does not reach (W1, W3, W4), measured on this machine in one run.
+"""What bounds the goals Querator does not reach (W1-W4), measured on this machine in one run.
 
     python -m bench.limits [--quick] [--rounds R] [--only cpu engine disk] [--json PATH]
 
@@ -9,9 +9,11 @@ Three measurements, each next to its reference:
   redis-server (no persistence) and on `bench.floor_server`, a uvloop + hiredis server that answers PONG to
   everything and does nothing else: the least any Python asyncio server pays per request. W1 asks a
   produce to cost no more than 1.1 x a Redis XADD.
-* **engine**: the W3 cycle (8 producers and 8 consumers, `COUNT` 100) run in-process against
-  `querator.Service` on RocksDB, with no network, parsing or replies at all: items/s and CPU per item.
-  W3 asks for 100,000 items/s end to end.
+* **engine**: W2's produce (50 clients, 100 items per call) and the W3 cycle (8 producers and 8
+  consumers, `COUNT` 100) run in-process against `querator.Service` on RocksDB, with no network, parsing
+  or replies at all: items/s and CPU per item. Set against the end-to-end figures of bench.run, they show
+  how much of the server's time per item is the engine and how much the protocol. W3 asks for 100,000
+  items/s end to end.
 * **disk**: the latency of a 100-byte append plus `fdatasync` in the directory the servers keep their
   data in (a temporary directory, as in bench.run): what every durable reply waits for at least once.
   W4 asks a handoff p99 of 2 ms, which includes one such sync.
@@ -30,15 +32,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from bench import redis_benchmark as rb
 from bench.servers import ROOT, QueratorServer, RedisServer, Server, call
-from querator.config import Durability
+from querator import Service
+from querator.config import Config, Durability
 
 RESULTS = ROOT / "bench" / "results"
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -155,63 +161,89 @@ def measure_cpu(run: Run, sizes: Sizes, rounds: int) -> None:
             run.log(f"cpu {label}: {rps:,.0f} req/s, user {user:.1f} µs, system {system:.1f} µs per request")
 
 
-async def engine_cycle(
-    durability: Durability, items: int, batch: int = 100, pairs: int = 8
-) -> tuple[float, float]:
-    """(items/s, CPU µs per item) of the COUNT 100 cycle on `querator.Service` in this process."""
-    from querator import Service
-    from querator.config import Config
-
+@asynccontextmanager
+async def engine(durability: Durability) -> AsyncIterator[Service]:
+    """A `querator.Service` on RocksDB in a temporary directory, with an empty queue `q`."""
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as data:
         service = Service(Config(backend="rocksdb", data=data, durability=durability))
         await service.start()
         try:
             await service.create_queue("q")
-            payloads = [b"x" * 64] * batch
-            rounds_each = max(1, items // batch // pairs)
-            total = rounds_each * batch * pairs
-            completed = 0
-            finished: tuple[float, float] | None = None  # (perf_counter, process_time) at the last complete
-
-            async def produce() -> None:
-                for _ in range(rounds_each):
-                    await service.produce("q", payloads)
-
-            async def consume() -> None:
-                nonlocal completed, finished
-                while completed < total:
-                    leased = await service.lease("q", batch, 200)
-                    if leased:
-                        # Not `completed += await ...`: that reads `completed` before the await, and
-                        # the other consumers' additions made meanwhile would be lost.
-                        done = await service.complete("q", [item.id for item in leased])
-                        completed += done
-                        if completed >= total and finished is None:
-                            finished = (time.perf_counter(), time.process_time())
-
-            started = time.perf_counter()
-            cpu0 = time.process_time()
-            # The other consumers may still wait out a blocking lease after the last item: not counted.
-            await asyncio.gather(*(produce() for _ in range(pairs)), *(consume() for _ in range(pairs)))
-            assert finished is not None
-            elapsed = finished[0] - started
-            cpu = finished[1] - cpu0
+            yield service
         finally:
             await service.close()
+
+
+async def engine_produce(
+    durability: Durability, items: int, batch: int = 100, clients: int = 50
+) -> tuple[float, float]:
+    """(items/s, CPU µs per item) of W2's produce (50 clients, 100 items per call) in this process."""
+    async with engine(durability) as service:
+        payloads = [b"v"] * batch
+        calls_each = max(1, items // batch // clients)
+
+        async def produce() -> None:
+            for _ in range(calls_each):
+                await service.produce("q", payloads)
+
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        await asyncio.gather(*(produce() for _ in range(clients)))
+        cpu = time.process_time() - cpu0
+        elapsed = time.perf_counter() - started
+    total = calls_each * batch * clients
     return total / elapsed, cpu / total * 1e6
 
 
-def measure_engine(run: Run, sizes: Sizes, rounds: int) -> None:
-    import uvloop
+async def engine_cycle(
+    durability: Durability, items: int, batch: int = 100, pairs: int = 8
+) -> tuple[float, float]:
+    """(items/s, CPU µs per item) of W3's COUNT 100 cycle (8 producers, 8 consumers) in this process."""
+    async with engine(durability) as service:
+        payloads = [b"x" * 64] * batch
+        rounds_each = max(1, items // batch // pairs)
+        total = rounds_each * batch * pairs
+        completed = 0
+        finished: tuple[float, float] | None = None  # (perf_counter, process_time) at the last complete
 
+        async def produce() -> None:
+            for _ in range(rounds_each):
+                await service.produce("q", payloads)
+
+        async def consume() -> None:
+            nonlocal completed, finished
+            while completed < total:
+                leased = await service.lease("q", batch, 200)
+                if leased:
+                    # Not `completed += await ...`: that reads `completed` before the await, and the
+                    # other consumers' additions made meanwhile would be lost.
+                    done = await service.complete("q", [item.id for item in leased])
+                    completed += done
+                    if completed >= total and finished is None:
+                        finished = (time.perf_counter(), time.process_time())
+
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        # The other consumers may still wait out a blocking lease after the last item: not counted.
+        await asyncio.gather(*(produce() for _ in range(pairs)), *(consume() for _ in range(pairs)))
+        assert finished is not None
+    return total / (finished[0] - started), (finished[1] - cpu0) / total * 1e6
+
+
+def measure_engine(run: Run, sizes: Sizes, rounds: int) -> None:
+    durabilities: tuple[Durability, ...] = ("fsync", "flush")
+    workloads = (
+        ("engine produce ITEMS x 100, 50 clients", engine_produce),
+        ("engine cycle COUNT 100", engine_cycle),
+    )
     for _ in range(rounds):
-        durabilities: tuple[Durability, ...] = ("fsync", "flush")
-        for durability in durabilities:
-            rate, cpu = uvloop.run(engine_cycle(durability, sizes.engine_items))
-            label = f"engine cycle COUNT 100, rocksdb/{durability}"
-            run.record(f"{label} rate", "engine", f"{label}: items/s", "items/s", rate)
-            run.record(f"{label} cpu", "engine", f"{label}: CPU", "µs/item", cpu)
-            run.log(f"{label}: {rate:,.0f} items/s, {cpu:.1f} µs CPU per item")
+        for name, workload in workloads:
+            for durability in durabilities:
+                rate, cpu = uvloop.run(workload(durability, sizes.engine_items))
+                label = f"{name}, rocksdb/{durability}"
+                run.record(f"{label} rate", "engine", f"{label}: items/s", "items/s", rate)
+                run.record(f"{label} cpu", "engine", f"{label}: CPU", "µs/item", cpu)
+                run.log(f"{label}: {rate:,.0f} items/s, {cpu:.1f} µs CPU per item")
 
 
 def sync_latencies(directory: str, count: int) -> list[float]:

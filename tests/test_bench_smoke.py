@@ -58,5 +58,6 @@ def test_quick_limits_measure_every_section(tmp_path: Path) -> None:
         # CPU time comes in clock ticks: a quick run may see none, never a negative amount.
         assert rows[f"cpu {server} user"]["values"][0] >= 0, server
     for durability in ("fsync", "flush"):
+        assert rows[f"engine produce ITEMS x 100, 50 clients, rocksdb/{durability} rate"]["values"][0] > 0
         assert rows[f"engine cycle COUNT 100, rocksdb/{durability} rate"]["values"][0] > 0
     assert 0 < rows["disk p50"]["values"][0] <= rows["disk p99"]["values"][0] <= rows["disk max"]["values"][0]
