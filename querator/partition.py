@@ -16,7 +16,6 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from querator.errors import QueratorError, TryAgainError
@@ -101,6 +100,8 @@ class PartitionActor:
         self._results: list[tuple[asyncio.Future[Any], Result]] = []
         self._wrote = False
         self._id_prefix = f"{queue.uid}-{index}-"
+        # `format % seq` is an id in one step, so a batch's ids take one C-level pass.
+        self._id_format = f"{queue.uid}-{index}-%d"
         self._load()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -495,7 +496,7 @@ class PartitionActor:
         else:
             views = zip(*map(lease_view, values, repeat(deadline)), strict=True)
             leased_values, attempts, _, kinds, references, encodings, payloads = map(list, views)
-        leased_keys = list(map(LEASED.__add__, map(itemgetter(slice(1, None)), keys)))
+        leased_keys = seq_keys(LEASED, seqs)
         ws = self._ws
         ws.delete_many(self.space, keys)
         overlay.update(dict.fromkeys(keys))  # None: removed (none of them was put in this step)
@@ -505,7 +506,7 @@ class PartitionActor:
         self.meta.ready_head = seqs[-1] + 1
         self.leased.update(dict.fromkeys(seqs, deadline))
         deque(map(heapq.heappush, repeat(self._lease_heap), zip(repeat(deadline), seqs)), maxlen=0)
-        ids = map(self._id_prefix.__add__, map(str, seqs))
+        ids = map(self._id_format.__mod__, seqs)
         fields = zip(ids, payloads, attempts, repeat(deadline), kinds, references, encodings)
         taken.extend(map(tuple.__new__, repeat(LeasedItem), fields))
 
@@ -706,7 +707,7 @@ class PartitionActor:
             self._overlay.update(zip(keys, values, strict=True))
             self._overlay_ready.extend(keys)
             self._overlay_ready_live += count
-            ids = list(map(prefix.__add__, map(str, range(first, first + count))))
+            ids = list(map(self._id_format.__mod__, range(first, first + count)))
             meta.ready += count
         meta.produced += len(payloads)
         return ids

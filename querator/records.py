@@ -9,7 +9,9 @@ an id (queue uid, partition, seq) names one item at one place in its queue.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Final
 
@@ -21,6 +23,8 @@ EXPIRY_INDEX: Final = b"x"
 META_KEY: Final = b"m"
 
 _SEQ = struct.Struct(">Q")
+# A state's one-byte prefix and a seq: packing both at once builds a batch of keys in one C-level pass.
+_STATE_SEQ = struct.Struct(">cQ")
 _TWO = struct.Struct(">QQ")
 # attempts, created_at, enqueue_at, lease_deadline, then the lengths of kind, reference and encoding.
 _HEADER = struct.Struct(">IqqqHHH")
@@ -32,9 +36,9 @@ def seq_key(prefix: bytes, seq: int) -> bytes:
     return prefix + _SEQ.pack(seq)
 
 
-def seq_keys(prefix: bytes, seqs: list[int]) -> list[bytes]:
-    """`seq_key` of each seq, built in C."""
-    return list(map(prefix.__add__, map(_SEQ.pack, seqs)))
+def seq_keys(prefix: bytes, seqs: Iterable[int]) -> list[bytes]:
+    """`seq_key` of each seq (`prefix` is one of the one-byte states), built in one C-level pass."""
+    return list(map(_STATE_SEQ.pack, repeat(prefix), seqs))
 
 
 def key_seq(key: bytes) -> int:
@@ -137,7 +141,7 @@ def new_record_prefix(
 
 def ready_keys(first_seq: int, count: int) -> list[bytes]:
     """The ready keys of `count` consecutive seqs from `first_seq`."""
-    return list(map(READY.__add__, map(_SEQ.pack, range(first_seq, first_seq + count))))
+    return seq_keys(READY, range(first_seq, first_seq + count))
 
 
 @dataclass(slots=True)
