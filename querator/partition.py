@@ -36,6 +36,7 @@ from querator.records import (
     lease_view,
     new_record_prefix,
     prefix_end,
+    prefixed_decimals,
     ready_keys,
     seq_key,
     seq_keys,
@@ -707,7 +708,7 @@ class PartitionActor:
             self._overlay.update(zip(keys, values, strict=True))
             self._overlay_ready.extend(keys)
             self._overlay_ready_live += count
-            ids = list(map(self._id_format.__mod__, range(first, first + count)))
+            ids = prefixed_decimals(self._id_prefix, first, count)
             meta.ready += count
         meta.produced += len(payloads)
         return ids

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from querator.errors import CommandError
 from querator.model import MAX_ID_BYTES
+from querator.records import prefixed_decimals
 from querator.service import _ids_by_partition, _ids_of_one_partition
 
 QUEUE: Any = SimpleNamespace(uid=7, partitions=[None, None, None])
@@ -76,3 +77,10 @@ def test_rocksdb_put_many_refuses_mismatched_lists(tmp_path: Any) -> None:
     space: Any = SimpleNamespace(prefix=b"\0" * 8)
     with pytest.raises(ValueError):
         RocksWriteSet().put_many(space, [b"a", b"b"], [b"1"])
+
+
+@given(first=st.integers(1, 10**15), count=st.integers(1, 1000))
+def test_prefixed_decimals_match_formatting_each_number(first: int, count: int) -> None:
+    """The ids of a produced batch, built from shared heads and a table of two-digit tails, are exactly
+    prefix + str(seq) for each seq, whatever the batch crosses (hundreds, thousands, a new digit)."""
+    assert prefixed_decimals("7-3-", first, count) == [f"7-3-{n}" for n in range(first, first + count)]
