@@ -13,6 +13,7 @@ MAX_PARTITIONS = 1024
 MAX_LEASE_TIMEOUT = 604_800_000
 MAX_ATTEMPTS_LIMIT = 65_536
 MAX_LEASE_COUNT = 1000
+MAX_LIST_LIMIT = 100_000  # QLIST LIMIT
 MAX_QUEUE_NAME_BYTES = 512
 MAX_ID_BYTES = 64
 # Times are stored as signed 64-bit ms; bound what a client may ask for well inside that.

@@ -28,6 +28,7 @@ from querator.model import (
     MAX_LABEL_BYTES,
     MAX_LEASE_COUNT,
     MAX_LEASE_TIMEOUT,
+    MAX_LIST_LIMIT,
     MAX_PARTITIONS,
     MAX_QUEUE_NAME_BYTES,
     MAX_WAIT_MS,
@@ -610,9 +611,6 @@ def _split_id(raw: str | bytes) -> tuple[int, int, int] | None:
     if not (a.isdigit() and b.isdigit() and c.isdigit()):
         return None
     return int(a), int(b), int(c)
-
-
-MAX_LIST_LIMIT = 100_000
 
 
 def _check(option: str, value: int, low: int, high: int) -> None:

@@ -61,6 +61,8 @@ def _ask(port: int, *requests: bytes) -> list[bytes]:
         (b"QRETRY base DELAY -1 1-0-1", b"-ERR DELAY must be at least 0\r\n"),
         (b"QEXTEND base FOR -1 1-0-1", b"-ERR FOR must be between 0 and 604800000\r\n"),
         (b"QITEMS base LIMIT 0", b"-ERR LIMIT must be between 1 and 1000\r\n"),
+        (b"QLIST LIMIT 0", b"-ERR LIMIT must be between 1 and 100000\r\n"),
+        (b"QLIST LIMIT 100001", b"-ERR LIMIT must be between 1 and 100000\r\n"),
         (b"QCLEAR base SOME", b"-ERR syntax error\r\n"),
         (b"QLEASE", b"-ERR wrong number of arguments for 'qlease' command\r\n"),
     ],

@@ -414,8 +414,10 @@ def test_list_queues_byte_order_after_and_limit(env) -> None:
             assert await svc.list_queues(limit=2) == ["B", "Z9"]
             assert await svc.list_queues(after="Z9", limit=2) == ["_x", "a"]
             assert await svc.list_queues(after="b") == []
-            with pytest.raises(CommandError, match="LIMIT"):
-                await svc.list_queues(limit=0)
+            for limit in (0, 100_001):
+                with pytest.raises(CommandError, match=r"^LIMIT must be between 1 and 100000$"):
+                    await svc.list_queues(limit=limit)
+            assert await svc.list_queues(limit=100_000) == expected
 
     run(main())
 
