@@ -100,9 +100,10 @@ class PartitionActor:
         self._overlay_ready_live = 0
         self._results: list[tuple[asyncio.Future[Any], Result]] = []
         self._wrote = False
+        # An item's id is `uid-partition-seq`: `item_id`, `_id_format % seq` in a C-level map, and
+        # `prefixed_decimals` for a produced batch's consecutive seqs all build it from this prefix.
         self._id_prefix = f"{queue.uid}-{index}-"
-        # `format % seq` is an id in one step, so a batch's ids take one C-level pass.
-        self._id_format = f"{queue.uid}-{index}-%d"
+        self._id_format = self._id_prefix + "%d"
         self._load()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -346,7 +347,7 @@ class PartitionActor:
         return seq
 
     def item_id(self, seq: int) -> str:
-        return self._id_prefix + str(seq)
+        return self._id_format % seq
 
     def _enqueue(self, record: Record, due: int, now: int) -> int:
         """Place `record` at the tail (ready) or in the schedule (due in the future) under a new seq."""
@@ -528,9 +529,7 @@ class PartitionActor:
         self._put(seq_key(LEASED, seq), leased)
         self.leased[seq] = deadline
         heapq.heappush(self._lease_heap, (deadline, seq))
-        taken.append(
-            LeasedItem(self._id_prefix + str(seq), payload, attempts, deadline, kind, reference, encoding)
-        )
+        taken.append(LeasedItem(self.item_id(seq), payload, attempts, deadline, kind, reference, encoding))
         return True
 
     # -- waiters ---------------------------------------------------------------------------------------
@@ -685,12 +684,11 @@ class PartitionActor:
         self, now: int, payloads: list[bytes], due: int, kind: bytes, reference: bytes, encoding: bytes
     ) -> list[str]:
         meta = self.meta
-        prefix = self._id_prefix
         ids: list[str] = []
         if due > now or self.queue.options.expire_timeout:
             for payload in payloads:
                 record = Record(0, now, now, 0, kind, reference, encoding, payload)
-                ids.append(prefix + str(self._enqueue(record, due, now)))
+                ids.append(self.item_id(self._enqueue(record, due, now)))
         elif len(payloads) == 1:  # the commonest call: no lists to build
             seq = self._new_seq()
             self._put_ready(seq, new_record_prefix(now, now, kind, reference, encoding) + payloads[0])
