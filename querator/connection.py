@@ -14,17 +14,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from querator.auth import User
 from querator.clients import ClientState, ServerState
 from querator.commands.reply import Deferred
-from querator.commands.table import COMMANDS, Command
 from querator.errors import QueratorError
 from querator.resp import NEED_DATA, ParserLimits, ProtocolError, RequestParser, encode, encode_error
 
 log = logging.getLogger("querator.connection")
 
 _MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
-_NOAUTH_REPLY = b"-NOAUTH Authentication required.\r\n"
 # How many replies a client may have outstanding before we stop reading its requests.
 _MAX_PENDING_REPLIES = 4096
 _WRITE_HIGH_WATER = 1024 * 1024
@@ -34,9 +31,14 @@ _MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
 _COMMANDS_PER_TURN = 256
 
 
+Dispatch = Callable[[ClientState, list[bytes]], object]
+
+
 class Connection(asyncio.Protocol):
-    def __init__(self, server: ServerState) -> None:
+    def __init__(self, server: ServerState, dispatch: Dispatch) -> None:
         self._server = server
+        # The command dispatcher (querator.commands): every check and the handler, from the table.
+        self._dispatch = dispatch
         config = server.config
         self._limits = ParserLimits(
             max_bulk_bytes=config.max_bulk_bytes,
@@ -212,32 +214,13 @@ class Connection(asyncio.Protocol):
 
     def _execute(self, args: list[bytes]) -> None:
         client = self.client
-        name = args[0].lower()
-        command = COMMANDS.get(name)
-        if command is None:
-            self._push(_unknown_command(args))
-            return
-        client.last_command = command.name
-        arity = command.arity
-        if arity != len(args) and (arity > 0 or len(args) < -arity):
-            self._push(b"-ERR wrong number of arguments for '%b' command\r\n" % name)
-            return
-        if not client.authenticated and not command.no_auth:
-            self._push(_NOAUTH_REPLY)
-            return
-        if command.acl is not None and not client.acl.unrestricted:
-            denied = _denied(client.acl, command, args)
-            if denied is not None:
-                self._push(denied)
-                return
         try:
-            assert command.handler is not None
-            result = command.handler(client, args)
+            result = self._dispatch(client, args)
         except QueratorError as exc:
             self._push(encode_error(exc.code, exc.message))
             return
         except Exception:
-            log.exception("command %s failed", command.name)
+            log.exception("command %s failed", client.last_command)
             self._push(b"-ERR internal error\r\n")
             return
         if type(result) is Deferred:
@@ -347,41 +330,6 @@ def _encode_deferred(deferred: Deferred) -> bytes:
     if deferred.convert is not None:
         result = deferred.convert(result)
     return encode(result, deferred.proto)
-
-
-def _denied(user: User, command: Command, args: list[bytes]) -> bytes | None:
-    """Redis's NOPERM replies when the user may not run this command group, or not on this queue."""
-    assert command.acl is not None
-    if not user.may_use(command.acl):
-        name = command.name.lower()
-        return b"-NOPERM User %b has no permissions to run the '%b' command\r\n" % (
-            user.name.encode(),
-            name.encode(),
-        )
-    if command.first_key and len(args) > command.first_key:
-        queue = args[command.first_key].decode("utf-8", "surrogateescape")
-        if not user.may_access(queue):
-            return b"-NOPERM No permissions to access a key\r\n"
-    return None
-
-
-def _unknown_command(args: list[bytes]) -> bytes:
-    # Redis's text: -ERR unknown command 'FOO', with args beginning with: 'a' 'b'
-    # The argument list stops growing once it reaches 128 bytes; each one is cut to what is left of that.
-    shown = b""
-    for arg in args[1:]:
-        if len(shown) >= 128:
-            break
-        shown += b"'" + arg[: 128 - len(shown)] + b"' "
-    name = args[0][:128]
-    return b"-ERR unknown command '%b', with args beginning with: %b\r\n" % (
-        _one_line(name),
-        _one_line(shown),
-    )
-
-
-def _one_line(text: bytes) -> bytes:
-    return text.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
 def _format_addr(addr: Any) -> str:

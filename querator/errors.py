@@ -54,6 +54,12 @@ class NoAuthError(QueratorError):
     code = "NOAUTH"
 
 
+class NoPermError(QueratorError):
+    """The user may not run this command, or not on this queue (Redis's ACL texts)."""
+
+    code = "NOPERM"
+
+
 class WrongPassError(QueratorError):
     code = "WRONGPASS"
 
@@ -70,3 +76,13 @@ class NoProtoError(QueratorError):
 
 SYNTAX_ERROR = "syntax error"
 NOT_AN_INTEGER = "value is not an integer or out of range"
+AUTH_REQUIRED = "Authentication required."
+
+
+def wrong_arity(full_name: str) -> CommandError:
+    """Redis's arity text; `full_name` is `qlease` or `client|setname`."""
+    return CommandError(f"wrong number of arguments for '{full_name}' command")
+
+
+def unknown_subcommand(given: str, parent: str) -> CommandError:
+    return CommandError(f"unknown subcommand '{given}'. Try {parent} HELP.")

@@ -19,6 +19,9 @@ MAX_ID_BYTES = 64
 # Times are stored as signed 64-bit ms; bound what a client may ask for well inside that.
 MAX_WAIT_MS = 3_155_760_000_000  # DELAY and BLOCK: 100 years
 MAX_AT_MS = 253_402_300_799_999  # AT: the last millisecond of the year 9999
+# An AT in [1e9, 1e11) is a time in 1970-1973 if read as ms, but 2001-5138 if read as seconds: it can only be
+# seconds given by mistake, which would otherwise silently mean "now".
+AT_SECONDS_RANGE = range(1_000_000_000, 100_000_000_000)
 MAX_LABEL_BYTES = 65_535  # KIND, REFERENCE and ENCODING each
 
 
@@ -30,6 +33,15 @@ class QueueOptions:
     max_attempts: int = 0
     dead_queue: str = ""
     reference: str = ""
+
+    def updated(self, changes: QueueUpdate) -> QueueOptions:
+        """A copy with the fields that `changes` gives (those not None)."""
+        return QueueOptions(
+            **{
+                name: getattr(self, name) if getattr(changes, name) is None else getattr(changes, name)
+                for name in QueueOptions.__slots__
+            }
+        )
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import ssl
 
 from querator.auth import Users
 from querator.clients import ServerState
-from querator.commands import load_commands
+from querator.commands import Dispatcher, build_table
 from querator.config import Config
 from querator.connection import Connection
 from querator.service import Service
@@ -38,8 +38,8 @@ def tls_context(config: Config) -> ssl.SSLContext:
 
 class Server:
     def __init__(self, config: Config, service: Service | None = None) -> None:
-        load_commands()
         self.config = config
+        self.dispatch = Dispatcher(build_table())
         self.service = service or Service(config)
         self.state = ServerState(config=config, service=self.service, users=Users.from_config(config))
         self._server: asyncio.base_events.Server | None = None
@@ -81,7 +81,7 @@ class Server:
         )
 
     def _new_connection(self) -> Connection:
-        connection = Connection(self.state)
+        connection = Connection(self.state, self.dispatch)
         self._connections.add(connection)
         connection.on_lost = self._connections.discard
         return connection

@@ -22,6 +22,7 @@ from querator.clock import Clock
 from querator.config import Config
 from querator.errors import CommandError, NoQueueError, QueratorError, QueueExistsError, ShutdownError
 from querator.model import (
+    AT_SECONDS_RANGE,
     MAX_AT_MS,
     MAX_ATTEMPTS_LIMIT,
     MAX_ID_BYTES,
@@ -211,6 +212,11 @@ class Service:
                 raise CommandError("AT must be at least 0")
             if at_ms > MAX_AT_MS:
                 raise CommandError(f"AT must be at most {MAX_AT_MS}")
+            if at_ms in AT_SECONDS_RANGE:
+                raise CommandError(
+                    f"AT must be a Unix time in milliseconds; {at_ms} looks like seconds "
+                    f"(did you mean {at_ms * 1000}?)"
+                )
             return at_ms
         return 0
 

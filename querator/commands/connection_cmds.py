@@ -7,8 +7,16 @@ import time
 
 from querator import __version__
 from querator.clients import ClientState
-from querator.commands.table import Arg, ArgCursor, Command, register, subcommand, wrong_arity
-from querator.errors import SYNTAX_ERROR, CommandError, NoAuthError, NoProtoError, WrongPassError
+from querator.commands.cursor import ArgCursor
+from querator.commands.table import Arg, Command, with_subcommands
+from querator.errors import (
+    SYNTAX_ERROR,
+    CommandError,
+    NoAuthError,
+    NoProtoError,
+    WrongPassError,
+    wrong_arity,
+)
 from querator.resp import SimpleString, Verbatim
 
 OK = SimpleString("OK")
@@ -17,12 +25,26 @@ PONG = SimpleString("PONG")
 
 def _ping(client: ClientState, args: list[bytes]) -> object:
     if len(args) > 2:
-        raise CommandError("wrong number of arguments for 'ping' command")
+        raise wrong_arity("ping")
     return PONG if len(args) == 1 else args[1]
+
+
+PING = Command(
+    "PING",
+    -1,
+    "connection",
+    "Returns PONG, or the message given.",
+    _ping,
+    flags=("fast",),
+    args=(Arg("message", optional=True),),
+)
 
 
 def _echo(client: ClientState, args: list[bytes]) -> object:
     return args[1]
+
+
+ECHO = Command("ECHO", 2, "connection", "Returns the given string.", _echo, ("fast",), (Arg("message"),))
 
 
 def _auth(client: ClientState, args: list[bytes]) -> object:
@@ -39,6 +61,17 @@ def _auth(client: ClientState, args: list[bytes]) -> object:
         raise WrongPassError()
     client.log_in(user)
     return OK
+
+
+AUTH = Command(
+    "AUTH",
+    -2,
+    "connection",
+    "Authenticates the connection.",
+    _auth,
+    ("no-auth", "fast"),
+    (Arg("username", optional=True), Arg("password")),
+)
 
 
 def _hello(client: ClientState, args: list[bytes]) -> object:
@@ -83,6 +116,34 @@ def _hello(client: ClientState, args: list[bytes]) -> object:
     }
 
 
+HELLO = Command(
+    "HELLO",
+    -1,
+    "connection",
+    "Handshakes with the server: selects RESP2 or RESP3, optionally authenticates and names the client.",
+    _hello,
+    ("no-auth", "fast"),
+    (
+        Arg(
+            "arguments",
+            "block",
+            optional=True,
+            children=(
+                Arg("protover", "integer"),
+                Arg(
+                    "auth",
+                    "block",
+                    token="AUTH",
+                    optional=True,
+                    children=(Arg("username"), Arg("password")),
+                ),
+                Arg("clientname", token="SETNAME", optional=True),
+            ),
+        ),
+    ),
+)
+
+
 def _valid_name(name: str) -> str:
     if any(c <= " " or c > "~" for c in name):
         raise CommandError("Client names cannot contain spaces, newlines or special characters.")
@@ -96,9 +157,23 @@ def _select(client: ClientState, args: list[bytes]) -> object:
     return OK
 
 
+SELECT = Command(
+    "SELECT",
+    2,
+    "connection",
+    "Selects the database; Querator has only database 0.",
+    _select,
+    ("fast",),
+    (Arg("index", "integer"),),
+)
+
+
 def _quit(client: ClientState, args: list[bytes]) -> object:
     client.close_after_reply = True
     return OK
+
+
+QUIT = Command("QUIT", -1, "connection", "Closes the connection.", _quit, ("no-auth", "fast"))
 
 
 def _reset(client: ClientState, args: list[bytes]) -> object:
@@ -111,18 +186,14 @@ def _reset(client: ClientState, args: list[bytes]) -> object:
 # -- CLIENT -------------------------------------------------------------------------------------------
 
 
-def _client(client: ClientState, args: list[bytes]) -> object:
-    sub = CLIENT.subcommands.get(args[1].decode("utf-8", "replace").lower())
-    if sub is None:
-        raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
-    if not (len(args) == sub.arity if sub.arity > 0 else len(args) >= -sub.arity):
-        raise wrong_arity(f"client|{sub.name.lower()}")
-    assert sub.handler is not None
-    return sub.handler(client, args)
+RESET = Command("RESET", 1, "connection", "Resets the connection to its initial state.", _reset, ("no-auth",))
 
 
 def _client_id(client: ClientState, args: list[bytes]) -> object:
     return client.id
+
+
+_CLIENT_ID = Command("ID", 2, "connection", "Returns the unique client ID of the connection.", _client_id)
 
 
 def _client_setname(client: ClientState, args: list[bytes]) -> object:
@@ -130,8 +201,16 @@ def _client_setname(client: ClientState, args: list[bytes]) -> object:
     return OK
 
 
+_CLIENT_SETNAME = Command(
+    "SETNAME", 3, "connection", "Sets the connection name.", _client_setname, args=(Arg("name"),)
+)
+
+
 def _client_getname(client: ClientState, args: list[bytes]) -> object:
     return client.name.encode() if client.name else None
+
+
+_CLIENT_GETNAME = Command("GETNAME", 2, "connection", "Returns the name of the connection.", _client_getname)
 
 
 def _client_setinfo(client: ClientState, args: list[bytes]) -> object:
@@ -148,14 +227,30 @@ def _client_setinfo(client: ClientState, args: list[bytes]) -> object:
     return OK
 
 
+_CLIENT_SETINFO = Command(
+    "SETINFO",
+    4,
+    "connection",
+    "Sets information about the client library (LIB-NAME or LIB-VER).",
+    _client_setinfo,
+    args=(Arg("attr", "oneof", children=(Arg("libname", token="LIB-NAME"), Arg("libver", token="LIB-VER"))),),
+)
+
+
 def _client_info(client: ClientState, args: list[bytes]) -> object:
     return Verbatim(client.info_line(time.monotonic()) + "\n")
+
+
+_CLIENT_INFO = Command("INFO", 2, "connection", "Returns information about the connection.", _client_info)
 
 
 def _client_list(client: ClientState, args: list[bytes]) -> object:
     now = time.monotonic()
     lines = [c.info_line(now) for c in client.server.clients.values()]
     return Verbatim("".join(line + "\n" for line in lines))
+
+
+_CLIENT_LIST = Command("LIST", -2, "connection", "Lists open connections.", _client_list)
 
 
 def _client_accept_on_off(client: ClientState, args: list[bytes]) -> object:
@@ -166,123 +261,26 @@ def _client_accept_on_off(client: ClientState, args: list[bytes]) -> object:
     return OK
 
 
-def _client_help(client: ClientState, args: list[bytes]) -> object:
-    lines = ["CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"]
-    for sub in CLIENT.subcommands.values():
-        lines.append(sub.name)
-        lines.append(f"    {sub.summary}")
-    return [SimpleString(line) for line in lines]
-
-
-# -- the table ----------------------------------------------------------------------------------------
-
-register(
-    Command(
-        "PING",
-        -1,
-        "connection",
-        "Returns PONG, or the message given.",
-        _ping,
-        flags=("fast",),
-        args=(Arg("message", optional=True),),
-    )
-)
-register(Command("ECHO", 2, "connection", "Returns the given string.", _echo, ("fast",), (Arg("message"),)))
-register(
-    Command(
-        "AUTH",
-        -2,
-        "connection",
-        "Authenticates the connection.",
-        _auth,
-        ("no-auth", "fast"),
-        (Arg("username", optional=True), Arg("password")),
-    )
-)
-register(
-    Command(
-        "HELLO",
-        -1,
-        "connection",
-        "Handshakes with the server: selects RESP2 or RESP3, optionally authenticates and names the client.",
-        _hello,
-        ("no-auth", "fast"),
-        (
-            Arg(
-                "arguments",
-                "block",
-                optional=True,
-                children=(
-                    Arg("protover", "integer"),
-                    Arg(
-                        "auth",
-                        "block",
-                        token="AUTH",
-                        optional=True,
-                        children=(Arg("username"), Arg("password")),
-                    ),
-                    Arg("clientname", token="SETNAME", optional=True),
-                ),
-            ),
-        ),
-    )
-)
-register(
-    Command(
-        "SELECT",
-        2,
-        "connection",
-        "Selects the database; Querator has only database 0.",
-        _select,
-        ("fast",),
-        (Arg("index", "integer"),),
-    )
-)
-register(Command("QUIT", -1, "connection", "Closes the connection.", _quit, ("no-auth", "fast")))
-register(
-    Command("RESET", 1, "connection", "Resets the connection to its initial state.", _reset, ("no-auth",))
-)
-
-CLIENT = register(Command("CLIENT", -2, "connection", "A container for client connection commands.", _client))
-subcommand(
-    CLIENT, Command("ID", 2, "connection", "Returns the unique client ID of the connection.", _client_id)
-)
-subcommand(
-    CLIENT,
-    Command("SETNAME", 3, "connection", "Sets the connection name.", _client_setname, args=(Arg("name"),)),
-)
-subcommand(
-    CLIENT, Command("GETNAME", 2, "connection", "Returns the name of the connection.", _client_getname)
-)
-subcommand(
-    CLIENT,
-    Command(
-        "SETINFO",
-        4,
-        "connection",
-        "Sets information about the client library (LIB-NAME or LIB-VER).",
-        _client_setinfo,
-        args=(
-            Arg("attr", "oneof", children=(Arg("libname", token="LIB-NAME"), Arg("libver", token="LIB-VER"))),
-        ),
-    ),
-)
-subcommand(
-    CLIENT, Command("INFO", 2, "connection", "Returns information about the connection.", _client_info)
-)
-subcommand(CLIENT, Command("LIST", -2, "connection", "Lists open connections.", _client_list))
 _ON_OFF = Arg(
     "enabled", "oneof", children=(Arg("on", "pure-token", token="ON"), Arg("off", "pure-token", token="OFF"))
 )
-for _name, _summary in (
-    ("MAINT_NOTIFICATIONS", "Accepted for compatibility: there are no maintenance notifications."),
-    ("NO-EVICT", "Accepted for compatibility: Querator never evicts."),
-    ("NO-TOUCH", "Accepted for compatibility: Querator keeps no access times."),
-):
-    subcommand(
-        CLIENT,
-        Command(_name, -3, "connection", _summary, _client_accept_on_off, args=(_ON_OFF,)),
+_CLIENT_ACCEPTED = tuple(
+    Command(name, -3, "connection", summary, _client_accept_on_off, args=(_ON_OFF,))
+    for name, summary in (
+        ("MAINT_NOTIFICATIONS", "Accepted for compatibility: there are no maintenance notifications."),
+        ("NO-EVICT", "Accepted for compatibility: Querator never evicts."),
+        ("NO-TOUCH", "Accepted for compatibility: Querator keeps no access times."),
     )
-subcommand(
-    CLIENT, Command("HELP", 2, "connection", "Returns helpful text about the subcommands.", _client_help)
 )
+CLIENT = with_subcommands(
+    Command("CLIENT", -2, "connection", "A container for client connection commands."),
+    _CLIENT_ID,
+    _CLIENT_SETNAME,
+    _CLIENT_GETNAME,
+    _CLIENT_SETINFO,
+    _CLIENT_INFO,
+    _CLIENT_LIST,
+    *_CLIENT_ACCEPTED,
+)
+
+DECLARATIONS = (PING, ECHO, AUTH, HELLO, SELECT, QUIT, RESET, CLIENT)

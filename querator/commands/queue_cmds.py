@@ -1,101 +1,183 @@
-"""Queue commands (SPEC section 3): each parses its arguments with an `ArgCursor`, calls one `Service`
-method, and says how the result becomes a RESP reply. No queue logic lives here."""
+"""Queue commands (SPEC sections 3 and 7): each handler reads its arguments with an `ArgCursor` (its
+options from the same `Arg` declarations COMMAND DOCS shows), calls one `Service` method, and says how the
+result becomes a RESP reply. Each declaration, with its permission group, sits beside its handler. No queue
+logic lives here."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from querator.clients import ClientState
+from querator.commands.cursor import ArgCursor, Options, OptionSpec
 from querator.commands.reply import Deferred
-from querator.commands.table import Arg, ArgCursor, Command, register
-from querator.errors import SYNTAX_ERROR, CommandError
-from querator.model import (
-    LeasedItem,
-    QueueInfo,
-    QueueOptions,
-    QueueStats,
-    QueueUpdate,
-    StoredItem,
-)
+from querator.commands.table import Arg, Command
+from querator.errors import wrong_arity
+from querator.model import LeasedItem, QueueInfo, QueueOptions, QueueStats, QueueUpdate, StoredItem
 from querator.resp import Encoded, SimpleString
 
 OK = SimpleString("OK")
+_QUEUE = Arg("queue", "key")
+_IDS = Arg("id", multiple=True)
+_NOQUEUE = "`-NOQUEUE no such queue 'name'`"
+_BAD_ID = "`-ERR invalid id 'x'` (a malformed id fails the whole call)"
+_TOO_MANY_IDS = "`-ERR too many ids; at most 1000 per call` (`max-batch`)"
 
 
-def _ok(_: Any) -> Any:
+def _ok(_: object) -> SimpleString:
     return OK
 
 
 def _queue_name(cursor: ArgCursor) -> str:
-    return cursor.next_bytes().decode("utf-8", "surrogateescape")
+    return cursor.next_str()
+
+
+def _queue_command(
+    name: str,
+    arity: int,
+    acl: str,
+    summary: str,
+    handler: Any,
+    flags: tuple[str, ...],
+    *args: Arg,
+    reply: str,
+    errors: tuple[str, ...] = (_NOQUEUE,),
+) -> Command:
+    """A command whose first argument is a queue (its "key" for COMMAND INFO and the ACL check)."""
+    return Command(
+        name,
+        arity,
+        "queue",
+        summary,
+        handler,
+        flags,
+        (_QUEUE, *args),
+        first_key=1,
+        last_key=1,
+        key_step=1,
+        acl=acl,
+        reply=reply,
+        errors=errors,
+    )
 
 
 # -- administration -------------------------------------------------------------------------------------
 
-
-def _parse_queue_options(cursor: ArgCursor) -> QueueUpdate:
-    update = QueueUpdate()
-    while cursor:
-        option = cursor.next_bytes().upper()
-        if option == b"PARTITIONS":
-            update.partitions = cursor.next_int()
-        elif option == b"LEASE-TIMEOUT":
-            update.lease_timeout = cursor.next_int()
-        elif option == b"EXPIRE-TIMEOUT":
-            update.expire_timeout = cursor.next_int()
-        elif option == b"MAX-ATTEMPTS":
-            update.max_attempts = cursor.next_int()
-        elif option == b"DEAD-QUEUE":
-            update.dead_queue = cursor.next_str()
-        elif option == b"REFERENCE":
-            update.reference = cursor.next_str()
-        else:
-            raise CommandError(SYNTAX_ERROR)
-    return update
+_QUEUE_OPTIONS = OptionSpec(
+    Arg("partitions", "integer", token="PARTITIONS", optional=True),
+    Arg("lease-timeout", "integer", token="LEASE-TIMEOUT", optional=True),
+    Arg("expire-timeout", "integer", token="EXPIRE-TIMEOUT", optional=True),
+    Arg("max-attempts", "integer", token="MAX-ATTEMPTS", optional=True),
+    Arg("dead-queue", token="DEAD-QUEUE", optional=True),
+    Arg("reference", token="REFERENCE", optional=True),
+)
+_OPTION_ERRORS = (
+    "`-ERR PARTITIONS must be between 1 and 1024`, and likewise for every option out of its range",
+    "`-ERR EXPIRE-TIMEOUT must be 0 or at least the lease timeout (ms)`",
+    "`-NOQUEUE no such queue 'dead'` for a missing DEAD-QUEUE; `-ERR DEAD-QUEUE ...` when it is the queue "
+    "itself or has a dead queue of its own",
+)
 
 
-def _qcreate(client: ClientState, args: list[bytes]) -> Any:
-    cursor = ArgCursor(args)
-    name = _queue_name(cursor)
-    update = _parse_queue_options(cursor)
-    defaults = QueueOptions()
-    options = QueueOptions(
-        **{
-            f: getattr(update, f) if getattr(update, f) is not None else getattr(defaults, f)
-            for f in QueueOptions.__slots__
-        }
+def _queue_update(options: Options) -> QueueUpdate:
+    return QueueUpdate(
+        partitions=options.integer(b"PARTITIONS"),
+        lease_timeout=options.integer(b"LEASE-TIMEOUT"),
+        expire_timeout=options.integer(b"EXPIRE-TIMEOUT"),
+        max_attempts=options.integer(b"MAX-ATTEMPTS"),
+        dead_queue=options.text(b"DEAD-QUEUE"),
+        reference=options.text(b"REFERENCE"),
     )
-    return Deferred(client.server.service.create_queue(name, options), _ok)  # type: ignore[arg-type]
 
 
-def _qupdate(client: ClientState, args: list[bytes]) -> Any:
+def _qcreate(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    update = _parse_queue_options(cursor)
-    return Deferred(client.server.service.update_queue(name, update), _ok)  # type: ignore[arg-type]
+    options = QueueOptions().updated(_queue_update(cursor.options(_QUEUE_OPTIONS)))
+    return Deferred(client.server.service.create_queue(name, options), _ok)
 
 
-def _qdelete(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.delete_queue(_queue_name(ArgCursor(args))), _ok)  # type: ignore[arg-type]
+QCREATE = _queue_command(
+    "QCREATE",
+    -2,
+    "admin",
+    "Creates a queue.",
+    _qcreate,
+    ("write", "admin"),
+    *_QUEUE_OPTIONS.args,
+    reply="`+OK`",
+    errors=(
+        "`-EXISTS queue 'name' already exists`",
+        "`-ERR invalid queue name; ...` (1-512 bytes of visible ASCII, no whitespace)",
+        *_OPTION_ERRORS,
+    ),
+)
 
 
-def _qlist(client: ClientState, args: list[bytes]) -> Any:
+def _qupdate(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
-    after, limit = "", 1000
-    while cursor:
-        option = cursor.next_bytes().upper()
-        if option == b"AFTER":
-            after = cursor.next_str()
-        elif option == b"LIMIT":
-            limit = cursor.next_int()
-        else:
-            raise CommandError(SYNTAX_ERROR)
+    name = _queue_name(cursor)
+    update = _queue_update(cursor.options(_QUEUE_OPTIONS))
+    return Deferred(client.server.service.update_queue(name, update), _ok)
+
+
+QUPDATE = _queue_command(
+    "QUPDATE",
+    -2,
+    "admin",
+    'Changes a queue\'s options (only those given); PARTITIONS may only grow; DEAD-QUEUE "" removes it.',
+    _qupdate,
+    ("write", "admin"),
+    *_QUEUE_OPTIONS.args,
+    reply="`+OK`",
+    errors=(_NOQUEUE, "`-ERR PARTITIONS may only grow; the queue has n`", *_OPTION_ERRORS),
+)
+
+
+def _qdelete(client: ClientState, args: list[bytes]) -> Deferred:
+    return Deferred(client.server.service.delete_queue(_queue_name(ArgCursor(args))), _ok)
+
+
+QDELETE = _queue_command(
+    "QDELETE",
+    2,
+    "admin",
+    "Deletes a queue and all its items; its storage is dropped.",
+    _qdelete,
+    ("write", "admin"),
+    reply="`+OK`",
+    errors=(_NOQUEUE, "`-ERR ...` naming the queue that uses it as its dead queue"),
+)
+
+_QLIST_OPTIONS = OptionSpec(
+    Arg("after", token="AFTER", optional=True), Arg("limit", "integer", token="LIMIT", optional=True)
+)
+
+
+def _qlist(client: ClientState, args: list[bytes]) -> Deferred:
+    options = ArgCursor(args).options(_QLIST_OPTIONS)
+    after = options.text(b"AFTER") or ""
+    limit = options.integer(b"LIMIT")
+    limit = 1000 if limit is None else limit
     user = client.acl
     if user.unrestricted:
-        return Deferred(client.server.service.list_queues(after, limit))  # type: ignore[arg-type]
+        return Deferred(client.server.service.list_queues(after, limit))
     # A restricted user sees only the queues its patterns allow.
     names = client.server.service.list_queues(after, 100_000)
-    return Deferred(names, lambda found: [n for n in found if user.may_access(n)][:limit])  # type: ignore[arg-type]
+    return Deferred(names, lambda found: [n for n in found if user.may_access(n)][:limit])
+
+
+QLIST = Command(
+    "QLIST",
+    -1,
+    "queue",
+    "Lists queue names in byte order, after AFTER, at most LIMIT (default 1000).",
+    _qlist,
+    ("readonly",),
+    _QLIST_OPTIONS.args,
+    acl="read",
+    reply="array of queue names",
+    errors=("`-ERR LIMIT must be between 1 and 100000`",),
+)
 
 
 def _info_reply(info: QueueInfo) -> dict[str, Any]:
@@ -112,8 +194,20 @@ def _info_reply(info: QueueInfo) -> dict[str, Any]:
     }
 
 
-def _qinfo(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.queue_info(_queue_name(ArgCursor(args))), _info_reply)  # type: ignore[arg-type]
+def _qinfo(client: ClientState, args: list[bytes]) -> Deferred:
+    return Deferred(client.server.service.queue_info(_queue_name(ArgCursor(args))), _info_reply)
+
+
+QINFO = _queue_command(
+    "QINFO",
+    2,
+    "read",
+    "Returns a queue's options.",
+    _qinfo,
+    ("readonly",),
+    reply="map (RESP3) / flat field-value array (RESP2): "
+    "`name partitions lease-timeout expire-timeout max-attempts dead-queue reference created-at updated-at`",
+)
 
 
 def _stats_reply(stats: QueueStats) -> dict[str, Any]:
@@ -142,46 +236,109 @@ def _stats_reply(stats: QueueStats) -> dict[str, Any]:
     }
 
 
-def _qstats(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.queue_stats(_queue_name(ArgCursor(args))), _stats_reply)  # type: ignore[arg-type]
+def _qstats(client: ClientState, args: list[bytes]) -> Deferred:
+    return Deferred(client.server.service.queue_stats(_queue_name(ArgCursor(args))), _stats_reply)
 
 
-def _qlen(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.queue_length(_queue_name(ArgCursor(args))))  # type: ignore[arg-type]
+QSTATS = _queue_command(
+    "QSTATS",
+    2,
+    "read",
+    "Returns a queue's counters, overall and per partition.",
+    _qstats,
+    ("readonly",),
+    reply="map / flat array: `ready leased scheduled total produced completed retried lease-expired "
+    "dead-lettered oldest-ready-age waiting-consumers partitions`; `partitions` is an array of one map per "
+    "partition: `partition ready leased scheduled total`",
+)
+
+
+def _qlen(client: ClientState, args: list[bytes]) -> Deferred:
+    return Deferred(client.server.service.queue_length(_queue_name(ArgCursor(args))))
+
+
+QLEN = _queue_command(
+    "QLEN",
+    2,
+    "read",
+    "Returns how many items are ready to lease now.",
+    _qlen,
+    ("readonly", "fast"),
+    reply="integer",
+)
 
 
 # -- items ------------------------------------------------------------------------------------------------
 
+_WHEN = Arg(
+    "when",
+    "oneof",
+    optional=True,
+    children=(Arg("delay", "integer", token="DELAY"), Arg("at", "integer", token="AT")),
+)
+_QPRODUCE_OPTIONS = OptionSpec(
+    _WHEN,
+    Arg("kind", token="KIND", optional=True),
+    Arg("reference", token="REFERENCE", optional=True),
+    Arg("encoding", token="ENCODING", optional=True),
+    Arg("payload", token="ITEMS", multiple=True),
+)
 
-def _qproduce(client: ClientState, args: list[bytes]) -> Any:
+
+def _qproduce(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    delay = at = None
-    kind = reference = encoding = b""
-    while True:
-        option = cursor.next_bytes().upper()
-        if option == b"ITEMS":
-            break
-        if option == b"DELAY":
-            delay = cursor.next_int()
-        elif option == b"AT":
-            at = cursor.next_int()
-        elif option == b"KIND":
-            kind = cursor.next_bytes()
-        elif option == b"REFERENCE":
-            reference = cursor.next_bytes()
-        elif option == b"ENCODING":
-            encoding = cursor.next_bytes()
-        else:
-            raise CommandError(SYNTAX_ERROR)
+    options = cursor.options(_QPRODUCE_OPTIONS)
     payloads = cursor.rest()
     if not payloads:
-        raise CommandError("wrong number of arguments for 'qproduce' command")
-    service = client.server.service
-    future = service.produce(
-        name, payloads, delay_ms=delay, at_ms=at, kind=kind, reference=reference, encoding=encoding
+        raise wrong_arity("qproduce")
+    future = client.server.service.produce(
+        name,
+        payloads,
+        delay_ms=options.integer(b"DELAY"),
+        at_ms=options.integer(b"AT"),
+        kind=options.raw(b"KIND") or b"",
+        reference=options.raw(b"REFERENCE") or b"",
+        encoding=options.raw(b"ENCODING") or b"",
     )
-    return Deferred(future, _ids_reply)  # type: ignore[arg-type]
+    return Deferred(future, _ids_reply)
+
+
+def _ids_reply(ids: list[str]) -> Encoded:
+    """The ids of a QPRODUCE, encoded in one pass (ids are ASCII)."""
+    if len(ids) == 1:
+        only = ids[0]
+        return Encoded(b"*1\r\n$%d\r\n%b\r\n" % (len(only), only.encode()))
+    if len(set(map(len, ids))) == 1:
+        # The usual case: one partition's consecutive seqs, so every id has the same length and one join
+        # builds the whole reply.
+        header = f"${len(ids[0])}\r\n"
+        body = header + ("\r\n" + header).join(ids) + "\r\n"
+        return Encoded(b"*%d\r\n%b" % (len(ids), body.encode()))
+    parts = [b"*%d\r\n" % len(ids)]
+    parts.extend(b"$%d\r\n%b\r\n" % (len(i), i.encode()) for i in ids)
+    return Encoded(b"".join(parts))
+
+
+QPRODUCE = _queue_command(
+    "QPRODUCE",
+    -4,
+    "produce",
+    "Adds items at the tail of the queue, now or at a scheduled time; every argument after ITEMS is a "
+    "payload, even one that looks like an option.",
+    _qproduce,
+    ("write", "fast"),
+    *_QPRODUCE_OPTIONS.args,
+    reply="array of the new ids, in order",
+    errors=(
+        _NOQUEUE,
+        "`-ERR syntax error; ITEMS is missing: ...` when no ITEMS comes before the payloads",
+        "`-ERR item payload too large; max-item-bytes is n` (nothing of the call is stored)",
+        "`-ERR too many items; at most 1000 per QPRODUCE` (`max-batch`)",
+        "`-ERR DELAY and AT are mutually exclusive`",
+        "`-ERR AT must be a Unix time in milliseconds; ...` for an AT that can only be seconds",
+    ),
+)
 
 
 _LEASED_ITEM = b"*7\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n:%d\r\n:%d\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
@@ -212,101 +369,167 @@ def _lease_reply(items: list[LeasedItem]) -> Encoded:
     return Encoded(b"*%d\r\n%b" % (len(items), b"".join(map(_LEASED_ITEM.__mod__, rows))))
 
 
-def _ids_reply(ids: list[str]) -> Encoded:
-    """The ids of a QPRODUCE, encoded in one pass (ids are ASCII)."""
-    if len(ids) == 1:
-        only = ids[0]
-        return Encoded(b"*1\r\n$%d\r\n%b\r\n" % (len(only), only.encode()))
-    if len(set(map(len, ids))) == 1:
-        # The usual case: one partition's consecutive seqs, so every id has the same length and one join
-        # builds the whole reply.
-        header = f"${len(ids[0])}\r\n"
-        body = header + ("\r\n" + header).join(ids) + "\r\n"
-        return Encoded(b"*%d\r\n%b" % (len(ids), body.encode()))
-    parts = [b"*%d\r\n" % len(ids)]
-    parts.extend(b"$%d\r\n%b\r\n" % (len(i), i.encode()) for i in ids)
-    return Encoded(b"".join(parts))
+_QLEASE_OPTIONS = OptionSpec(
+    Arg("count", "integer", token="COUNT", optional=True),
+    Arg("timeout", "integer", token="BLOCK", optional=True),
+)
 
 
-def _qlease(client: ClientState, args: list[bytes]) -> Any:
+def _qlease(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    count = 1
-    block: int | None = None
-    while cursor:
-        option = cursor.next_bytes().upper()
-        if option == b"COUNT":
-            count = cursor.next_int()
-        elif option == b"BLOCK":
-            block = cursor.next_int()
-        else:
-            raise CommandError(SYNTAX_ERROR)
-    future = client.server.service.lease(name, count, block)
-    return Deferred(future, _lease_reply, blocking=block is not None)  # type: ignore[arg-type]
+    options = cursor.options(_QLEASE_OPTIONS)
+    count = options.integer(b"COUNT")
+    block = options.integer(b"BLOCK")
+    future = client.server.service.lease(name, 1 if count is None else count, block)
+    return Deferred(future, _lease_reply, blocking=block is not None)
+
+
+QLEASE = _queue_command(
+    "QLEASE",
+    -2,
+    "consume",
+    "Leases up to COUNT ready items (default 1), optionally blocking up to BLOCK ms (0: no limit) until one "
+    "is ready.",
+    _qlease,
+    ("write", "fast", "blocking"),
+    *_QLEASE_OPTIONS.args,
+    reply="array of items, each `[id, payload, attempts, lease-deadline, kind, reference, encoding]`; "
+    "empty when nothing is ready (or BLOCK ran out)",
+    errors=(_NOQUEUE, "`-ERR COUNT must be between 1 and 1000`", "`-ERR BLOCK must be at least 0`"),
+)
 
 
 def _ids(cursor: ArgCursor, command: str) -> list[bytes]:
     ids = cursor.rest()
     if not ids:
-        raise CommandError(f"wrong number of arguments for '{command}' command")
+        raise wrong_arity(command)
     return ids
 
 
-def _qcomplete(client: ClientState, args: list[bytes]) -> Any:
+def _qcomplete(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    return Deferred(client.server.service.complete(name, cursor.rest()))  # type: ignore[arg-type]
+    return Deferred(client.server.service.complete(name, cursor.rest()))
 
 
-def _qretry(client: ClientState, args: list[bytes]) -> Any:
+QCOMPLETE = _queue_command(
+    "QCOMPLETE",
+    -3,
+    "consume",
+    "Completes leased items: they are deleted.",
+    _qcomplete,
+    ("write", "fast"),
+    _IDS,
+    reply="integer: how many of the ids were leased and are now completed",
+    errors=(_NOQUEUE, _BAD_ID, _TOO_MANY_IDS),
+)
+
+_QRETRY_OPTIONS = OptionSpec(
+    Arg(
+        "when",
+        "oneof",
+        optional=True,
+        children=(
+            Arg("delay", "integer", token="DELAY"),
+            Arg("at", "integer", token="AT"),
+            Arg("dead", "pure-token", token="DEAD"),
+        ),
+    ),
+)
+
+
+def _qretry(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    delay = at = None
-    dead = False
-    while cursor.remaining() > 1:
-        option = cursor.peek_upper()
-        if option == b"DELAY":
-            cursor.next_bytes()
-            delay = cursor.next_int()
-        elif option == b"AT":
-            cursor.next_bytes()
-            at = cursor.next_int()
-        elif option == b"DEAD":
-            cursor.next_bytes()
-            dead = True
-        else:
-            break
+    options = cursor.options(_QRETRY_OPTIONS, then_tail=True)
     ids = _ids(cursor, "qretry")
-    service = client.server.service
-    return Deferred(service.retry(name, ids, delay_ms=delay, at_ms=at, dead=dead))  # type: ignore[arg-type]
+    future = client.server.service.retry(
+        name,
+        ids,
+        delay_ms=options.integer(b"DELAY"),
+        at_ms=options.integer(b"AT"),
+        dead=options.flag(b"DEAD"),
+    )
+    return Deferred(future)
 
 
-def _qextend(client: ClientState, args: list[bytes]) -> Any:
+QRETRY = _queue_command(
+    "QRETRY",
+    -3,
+    "consume",
+    "Hands leased items back: now, later (DELAY / AT) or to the dead queue (DEAD).",
+    _qretry,
+    ("write", "fast"),
+    *_QRETRY_OPTIONS.args,
+    _IDS,
+    reply="integer: how many leased items were retried",
+    errors=(_NOQUEUE, _BAD_ID, _TOO_MANY_IDS, "`-ERR DEAD, DELAY and AT are mutually exclusive`"),
+)
+
+_QEXTEND_OPTIONS = OptionSpec(Arg("ms", "integer", token="FOR", optional=True))
+
+
+def _qextend(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    lease_for = None
-    if cursor.remaining() > 1 and cursor.peek_upper() == b"FOR":
-        cursor.next_bytes()
-        lease_for = cursor.next_int()
+    options = cursor.options(_QEXTEND_OPTIONS, then_tail=True)
     ids = _ids(cursor, "qextend")
-    return Deferred(client.server.service.extend(name, ids, lease_for_ms=lease_for))  # type: ignore[arg-type]
+    return Deferred(client.server.service.extend(name, ids, lease_for_ms=options.integer(b"FOR")))
 
 
-def _qremove(client: ClientState, args: list[bytes]) -> Any:
+QEXTEND = _queue_command(
+    "QEXTEND",
+    -3,
+    "consume",
+    "Extends leases to now + FOR ms (default: the queue's lease timeout; FOR 0 ends them now).",
+    _qextend,
+    ("write", "fast"),
+    *_QEXTEND_OPTIONS.args,
+    _IDS,
+    reply="integer: how many leases were extended",
+    errors=(_NOQUEUE, _BAD_ID, _TOO_MANY_IDS, "`-ERR FOR must be between 0 and 604800000`"),
+)
+
+
+def _qremove(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    return Deferred(client.server.service.remove(name, cursor.rest()))  # type: ignore[arg-type]
+    return Deferred(client.server.service.remove(name, cursor.rest()))
 
 
-def _qclear(client: ClientState, args: list[bytes]) -> Any:
+QREMOVE = _queue_command(
+    "QREMOVE",
+    -3,
+    "admin",
+    "Removes items whatever their state.",
+    _qremove,
+    ("write",),
+    _IDS,
+    reply="integer: how many items were removed",
+    errors=(_NOQUEUE, _BAD_ID, _TOO_MANY_IDS),
+)
+
+_QCLEAR_OPTIONS = OptionSpec(Arg("all", "pure-token", token="ALL", optional=True))
+
+
+def _qclear(client: ClientState, args: list[bytes]) -> Deferred:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    include_leased = False
-    if cursor:
-        if cursor.next_bytes().upper() != b"ALL" or cursor:
-            raise CommandError(SYNTAX_ERROR)
-        include_leased = True
-    return Deferred(client.server.service.clear(name, include_leased=include_leased))  # type: ignore[arg-type]
+    include_leased = cursor.options(_QCLEAR_OPTIONS).flag(b"ALL")
+    return Deferred(client.server.service.clear(name, include_leased=include_leased))
+
+
+QCLEAR = _queue_command(
+    "QCLEAR",
+    -2,
+    "admin",
+    "Removes ready and scheduled items; with ALL, leased ones too.",
+    _qclear,
+    ("write",),
+    *_QCLEAR_OPTIONS.args,
+    reply="integer: how many items were removed",
+)
 
 
 def _item_reply(item: StoredItem) -> dict[str, Any]:
@@ -325,170 +548,59 @@ def _item_reply(item: StoredItem) -> dict[str, Any]:
     }
 
 
-def _qitems(client: ClientState, args: list[bytes]) -> Any:
-    cursor = ArgCursor(args)
-    name = _queue_name(cursor)
-    partition: int | None = None
-    after: str | None = None
-    limit = 100
-    while cursor:
-        option = cursor.next_bytes().upper()
-        if option == b"PARTITION":
-            partition = cursor.next_int()
-        elif option == b"AFTER":
-            after = cursor.next_str()
-        elif option == b"LIMIT":
-            limit = cursor.next_int()
-        else:
-            raise CommandError(SYNTAX_ERROR)
-    future = client.server.service.items(name, partition=partition, after=after, limit=limit)
-    return Deferred(future, lambda items: [_item_reply(i) for i in items])  # type: ignore[arg-type]
-
-
-# -- the table ------------------------------------------------------------------------------------------
-
-_QUEUE = Arg("queue", "key")
-_ID = Arg("id", multiple=True)
-_QUEUE_OPTIONS = (
-    Arg("partitions", "integer", token="PARTITIONS", optional=True),
-    Arg("lease-timeout", "integer", token="LEASE-TIMEOUT", optional=True),
-    Arg("expire-timeout", "integer", token="EXPIRE-TIMEOUT", optional=True),
-    Arg("max-attempts", "integer", token="MAX-ATTEMPTS", optional=True),
-    Arg("dead-queue", token="DEAD-QUEUE", optional=True),
-    Arg("reference", token="REFERENCE", optional=True),
-)
-_WHEN = Arg(
-    "when",
-    "oneof",
-    optional=True,
-    children=(Arg("delay", "integer", token="DELAY"), Arg("at", "integer", token="AT")),
-)
-
-
-_ACL_GROUP = {
-    "QPRODUCE": "produce",
-    "QLEASE": "consume",
-    "QCOMPLETE": "consume",
-    "QRETRY": "consume",
-    "QEXTEND": "consume",
-    "QINFO": "read",
-    "QSTATS": "read",
-    "QLEN": "read",
-}
-
-
-def _queue_command(
-    name: str, arity: int, summary: str, handler: Any, flags: tuple[str, ...], *args: Arg
-) -> None:
-    register(
-        Command(
-            name,
-            arity,
-            "queue",
-            summary,
-            handler,
-            flags,
-            (_QUEUE, *args),
-            first_key=1,
-            last_key=1,
-            key_step=1,
-            acl=_ACL_GROUP.get(name, "admin"),
-        )
-    )
-
-
-_queue_command("QCREATE", -2, "Creates a queue.", _qcreate, ("write", "admin"), *_QUEUE_OPTIONS)
-_queue_command(
-    "QUPDATE",
-    -2,
-    "Changes a queue's options; PARTITIONS may only grow.",
-    _qupdate,
-    ("write", "admin"),
-    *_QUEUE_OPTIONS,
-)
-_queue_command("QDELETE", 2, "Deletes a queue and all its items.", _qdelete, ("write", "admin"))
-register(
-    Command(
-        "QLIST",
-        -1,
-        "queue",
-        "Lists queue names in byte order.",
-        _qlist,
-        ("readonly",),
-        (Arg("after", token="AFTER", optional=True), Arg("limit", "integer", token="LIMIT", optional=True)),
-        acl="read",
-    )
-)
-_queue_command("QINFO", 2, "Returns a queue's options.", _qinfo, ("readonly",))
-_queue_command("QSTATS", 2, "Returns a queue's counters, overall and per partition.", _qstats, ("readonly",))
-_queue_command("QLEN", 2, "Returns how many items are ready to lease now.", _qlen, ("readonly", "fast"))
-_queue_command(
-    "QPRODUCE",
-    -4,
-    "Adds items at the tail of the queue, now or at a scheduled time; returns their ids.",
-    _qproduce,
-    ("write", "fast"),
-    _WHEN,
-    Arg("kind", token="KIND", optional=True),
-    Arg("reference", token="REFERENCE", optional=True),
-    Arg("encoding", token="ENCODING", optional=True),
-    Arg("payload", token="ITEMS", multiple=True),
-)
-_queue_command(
-    "QLEASE",
-    -2,
-    "Leases up to COUNT ready items, optionally blocking until one is ready.",
-    _qlease,
-    ("write", "fast", "blocking"),
-    Arg("count", "integer", token="COUNT", optional=True),
-    Arg("timeout", "integer", token="BLOCK", optional=True),
-)
-_queue_command(
-    "QCOMPLETE", -3, "Completes leased items: they are deleted.", _qcomplete, ("write", "fast"), _ID
-)
-_queue_command(
-    "QRETRY",
-    -3,
-    "Hands leased items back: now, later (DELAY / AT) or to the dead queue (DEAD).",
-    _qretry,
-    ("write", "fast"),
-    Arg(
-        "when",
-        "oneof",
-        optional=True,
-        children=(
-            Arg("delay", "integer", token="DELAY"),
-            Arg("at", "integer", token="AT"),
-            Arg("dead", "pure-token", token="DEAD"),
-        ),
-    ),
-    _ID,
-)
-_queue_command(
-    "QEXTEND",
-    -3,
-    "Extends leases to now + FOR ms (default: the queue's lease timeout).",
-    _qextend,
-    ("write", "fast"),
-    Arg("ms", "integer", token="FOR", optional=True),
-    _ID,
-)
-_queue_command(
-    "QITEMS",
-    -2,
-    "Lists items in storage order, with their state.",
-    _qitems,
-    ("readonly",),
+_QITEMS_OPTIONS = OptionSpec(
     Arg("partition", "integer", token="PARTITION", optional=True),
     Arg("id", token="AFTER", optional=True),
     Arg("count", "integer", token="LIMIT", optional=True),
 )
-_queue_command("QREMOVE", -3, "Removes items whatever their state.", _qremove, ("write",), _ID)
-_queue_command(
-    "QCLEAR",
+
+
+def _qitems(client: ClientState, args: list[bytes]) -> Deferred:
+    cursor = ArgCursor(args)
+    name = _queue_name(cursor)
+    options = cursor.options(_QITEMS_OPTIONS)
+    limit = options.integer(b"LIMIT")
+    future = client.server.service.items(
+        name,
+        partition=options.integer(b"PARTITION"),
+        after=options.text(b"AFTER"),
+        limit=100 if limit is None else limit,
+    )
+    return Deferred(future, lambda items: [_item_reply(i) for i in items])
+
+
+QITEMS = _queue_command(
+    "QITEMS",
     -2,
-    "Removes ready and scheduled items; with ALL, leased ones too.",
-    _qclear,
-    ("write",),
-    Arg("all", "pure-token", token="ALL", optional=True),
+    "admin",
+    "Lists items in storage order (partition 0 first), with their state; at most LIMIT (default 100).",
+    _qitems,
+    ("readonly",),
+    *_QITEMS_OPTIONS.args,
+    reply="array of items, each a map / flat array: `id state attempts created-at enqueue-at lease-deadline "
+    "expire-deadline kind reference encoding payload`; state is `ready`, `leased` or `scheduled`",
+    errors=(
+        _NOQUEUE,
+        "`-ERR PARTITION must be between 0 and n`",
+        "`-ERR LIMIT must be between 1 and 1000`",
+        "`-ERR invalid id 'x'` for a malformed AFTER",
+    ),
+)
+
+DECLARATIONS = (
+    QCREATE,
+    QUPDATE,
+    QDELETE,
+    QLIST,
+    QINFO,
+    QSTATS,
+    QLEN,
+    QPRODUCE,
+    QLEASE,
+    QCOMPLETE,
+    QRETRY,
+    QEXTEND,
+    QITEMS,
+    QREMOVE,
+    QCLEAR,
 )

@@ -12,8 +12,8 @@ from typing import Any
 
 from querator import __version__
 from querator.clients import ClientState
-from querator.commands.table import COMMANDS, Arg, Command, register, subcommand, wrong_arity
-from querator.errors import CommandError
+from querator.commands.table import Arg, Command, CommandTable, with_subcommands
+from querator.errors import SYNTAX_ERROR, CommandError
 from querator.resp import SimpleString, Verbatim
 
 # Redis version that Querator's connection-level behaviour follows; some clients read `redis_version`.
@@ -85,6 +85,16 @@ def _info(client: ClientState, args: list[bytes]) -> object:
     return Verbatim("\r\n".join(parts))
 
 
+INFO = Command(
+    "INFO",
+    -1,
+    "server",
+    "Returns information and statistics about the server, in Redis's layout plus a Queues section.",
+    _info,
+    args=(Arg("section", optional=True, multiple=True),),
+)
+
+
 def _section(title: str, **fields: Any) -> str:
     lines = [f"# {title}"]
     lines.extend(f"{key}:{value}" for key, value in fields.items())
@@ -94,6 +104,9 @@ def _section(title: str, **fields: Any) -> str:
 def _time(client: ClientState, args: list[bytes]) -> object:
     now_us = time.time_ns() // 1000
     return [str(now_us // 1_000_000).encode(), str(now_us % 1_000_000).encode()]
+
+
+TIME = Command("TIME", 1, "server", "Returns the server time (seconds and microseconds).", _time, ("fast",))
 
 
 # CONFIG GET: the keys tools ask for (redis-benchmark asks `save` and `appendonly`), answered with what
@@ -116,33 +129,62 @@ def _config_values(client: ClientState) -> dict[str, str]:
     }
 
 
-def _config(client: ClientState, args: list[bytes]) -> object:
-    sub = args[1].upper()
-    if sub == b"GET":
-        if len(args) < 3:
-            raise wrong_arity("config|get")
-        values = _config_values(client)
-        found: dict[str, str] = {}
-        for pattern in args[2:]:
-            text = pattern.decode("utf-8", "replace").lower()
-            for key, value in values.items():
-                if fnmatch.fnmatchcase(key, text):
-                    found[key] = value
-        return found
-    if sub == b"SET":
-        raise CommandError("CONFIG SET is not supported; change conf/querator.toml and restart")
-    if sub == b"RESETSTAT":
-        return SimpleString("OK")
-    raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP.")
+def _config_get(client: ClientState, args: list[bytes]) -> object:
+    values = _config_values(client)
+    found: dict[str, str] = {}
+    for pattern in args[2:]:
+        text = pattern.decode("utf-8", "replace").lower()
+        for key, value in values.items():
+            if fnmatch.fnmatchcase(key, text):
+                found[key] = value
+    return found
+
+
+def _config_set(client: ClientState, args: list[bytes]) -> object:
+    raise CommandError(
+        "CONFIG SET is not supported; settings are read once at start: change the config file given to "
+        "--config (or the flags) and restart"
+    )
+
+
+def _config_resetstat(client: ClientState, args: list[bytes]) -> object:
+    return SimpleString("OK")
+
+
+CONFIG = with_subcommands(
+    Command(
+        "CONFIG",
+        -2,
+        "server",
+        "Reads configuration parameters (CONFIG GET pattern ...); set them in the config file.",
+    ),
+    Command(
+        "GET",
+        -3,
+        "server",
+        "Returns the values of configuration parameters.",
+        _config_get,
+        args=(Arg("parameter", multiple=True),),
+    ),
+    Command(
+        "SET",
+        -4,
+        "server",
+        "Refused: settings are read once at start.",
+        _config_set,
+        args=(Arg("parameter"), Arg("value")),
+    ),
+    Command("RESETSTAT", 2, "server", "Accepted for compatibility: resets nothing.", _config_resetstat),
+)
 
 
 # -- COMMAND ------------------------------------------------------------------------------------------
 
 
-def command_info(command: Command, parent: str | None = None) -> list[Any]:
-    name = f"{parent}|{command.name.lower()}" if parent else command.name.lower()
+def command_info(command: Command) -> list[Any]:
+    name = command.full_name
     flags = [SimpleString(flag) for flag in command.flags]
-    subs = [command_info(sub, command.name.lower()) for sub in command.subcommands.values()]
+    subs = [command_info(sub) for sub in command.subcommands.values()]
     categories = [SimpleString(f"@{command.group}")]
     return [
         name,
@@ -177,101 +219,56 @@ def command_doc(command: Command) -> dict[str, Any]:
     if command.args:
         doc["arguments"] = [_arg_doc(arg) for arg in command.args]
     if command.subcommands:
-        doc["subcommands"] = {
-            f"{command.name.lower()}|{sub.name.lower()}": command_doc(sub)
-            for sub in command.subcommands.values()
-        }
+        doc["subcommands"] = {sub.full_name: command_doc(sub) for sub in command.subcommands.values()}
     return doc
 
 
-def _lookup(name: bytes) -> Command | None:
-    return COMMANDS.get(name.lower())
+def command_command(table: CommandTable) -> Command:
+    """COMMAND and its subcommands, answered from `table` (which this declaration joins)."""
 
+    def everything(client: ClientState, args: list[bytes]) -> object:
+        return [command_info(c) for c in table]
 
-def _command(client: ClientState, args: list[bytes]) -> object:
-    if len(args) == 1:
-        return [command_info(c) for c in COMMANDS.values()]
-    sub = args[1].upper()
-    if sub == b"COUNT" and len(args) == 2:
-        return len(COMMANDS)
-    if sub == b"INFO":
-        names = args[2:] or [c.name.encode() for c in COMMANDS.values()]
-        return [command_info(c) if (c := _lookup(n)) else None for n in names]
-    if sub == b"DOCS":
-        names = args[2:] or [c.name.encode() for c in COMMANDS.values()]
-        return {c.name.lower(): command_doc(c) for n in names if (c := _lookup(n)) is not None}
-    if sub == b"LIST" and len(args) == 2:
-        return [c.name.lower() for c in COMMANDS.values()]
-    if sub in (b"COUNT", b"LIST"):
-        raise CommandError(SYNTAX)
-    raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP.")
+    def count(client: ClientState, args: list[bytes]) -> object:
+        return len(table)
 
+    def named(args: list[bytes]) -> list[Command | None]:
+        if len(args) == 2:
+            return list(table)
+        return [table.get(name.lower()) for name in args[2:]]
 
-SYNTAX = "syntax error"
+    def info(client: ClientState, args: list[bytes]) -> object:
+        return [None if c is None else command_info(c) for c in named(args)]
 
-register(
-    Command(
-        "INFO",
-        -1,
-        "server",
-        "Returns information and statistics about the server, in Redis's layout plus a Queues section.",
-        _info,
-        args=(Arg("section", optional=True, multiple=True),),
+    def docs(client: ClientState, args: list[bytes]) -> object:
+        return {c.full_name: command_doc(c) for c in named(args) if c is not None}
+
+    def names(client: ClientState, args: list[bytes]) -> object:
+        if len(args) > 2:
+            raise CommandError(SYNTAX_ERROR)
+        return [c.full_name for c in table]
+
+    return with_subcommands(
+        Command("COMMAND", -1, "server", "Returns details about all commands.", everything),
+        Command("COUNT", 2, "server", "Returns a count of commands.", count),
+        Command(
+            "INFO",
+            -2,
+            "server",
+            "Returns information about commands.",
+            info,
+            args=(Arg("command-name", optional=True, multiple=True),),
+        ),
+        Command(
+            "DOCS",
+            -2,
+            "server",
+            "Returns documentary information about commands.",
+            docs,
+            args=(Arg("command-name", optional=True, multiple=True),),
+        ),
+        Command("LIST", -2, "server", "Returns a list of command names.", names),
     )
-)
-register(
-    Command("TIME", 1, "server", "Returns the server time (seconds and microseconds).", _time, ("fast",))
-)
-CONFIG = register(
-    Command(
-        "CONFIG",
-        -2,
-        "server",
-        "Reads configuration parameters (CONFIG GET pattern ...); set them in the config file.",
-        _config,
-    )
-)
-subcommand(
-    CONFIG,
-    Command(
-        "GET",
-        -3,
-        "server",
-        "Returns the values of configuration parameters.",
-        _config,
-        args=(Arg("parameter", multiple=True),),
-    ),
-)
-COMMAND = register(
-    Command(
-        "COMMAND",
-        -1,
-        "server",
-        "Returns details about all commands.",
-        _command,
-    )
-)
-subcommand(COMMAND, Command("COUNT", 2, "server", "Returns a count of commands.", _command))
-subcommand(
-    COMMAND,
-    Command(
-        "INFO",
-        -2,
-        "server",
-        "Returns information about commands.",
-        _command,
-        args=(Arg("command-name", optional=True, multiple=True),),
-    ),
-)
-subcommand(
-    COMMAND,
-    Command(
-        "DOCS",
-        -2,
-        "server",
-        "Returns documentary information about commands.",
-        _command,
-        args=(Arg("command-name", optional=True, multiple=True),),
-    ),
-)
-subcommand(COMMAND, Command("LIST", -2, "server", "Returns a list of command names.", _command))
+
+
+DECLARATIONS = (INFO, TIME, CONFIG)

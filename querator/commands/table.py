@@ -1,28 +1,27 @@
-"""The declarative command table: every command is declared once, as data.
+"""The command table: every command is declared once, as data, beside its handler.
 
-The dispatcher alone checks existence and arity (with Redis's exact texts); `COMMAND`, `COMMAND DOCS`
-and `docs/commands.md` are generated from the same declarations, so they cannot drift apart.
-Arity follows Redis: a positive number is exact, a negative one a minimum (the name counts as one).
+The dispatcher checks existence, arity, authentication, subcommands and permissions from these
+declarations alone; `COMMAND`, `COMMAND DOCS`, the generated `HELP` subcommands and `docs/commands.md` are
+generated from the same declarations, so they cannot drift apart. Arity follows Redis: a positive number
+is exact, a negative one a minimum (the name counts as one). The table is built explicitly by
+`querator.commands.build_table`, never by import side effects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
-from querator.errors import NOT_AN_INTEGER, SYNTAX_ERROR, CommandError
+from querator.clients import ClientState
+from querator.resp import SimpleString
 
-if TYPE_CHECKING:
-    from querator.clients import ClientState
-
-Handler = Callable[["ClientState", list[bytes]], Any]
+Handler = Callable[[ClientState, list[bytes]], object]
 
 
 @dataclass(slots=True, frozen=True)
 class Arg:
     """One argument as COMMAND DOCS describes it (`type` is Redis's: string, integer, key, pure-token,
-    oneof, block)."""
+    oneof, block). Optional arguments with a token are the command's keyword options."""
 
     name: str
     type: str = "string"
@@ -54,78 +53,67 @@ class Command:
     # Permission group checked for restricted users (querator.auth): produce, consume, admin, read; None:
     # any authenticated user may run it.
     acl: str | None = None
-    subcommands: dict[str, Command] = field(default_factory=dict)
+    # For docs/commands.md: what a success replies, and the errors beyond the generic ones (arity,
+    # unknown option, not an integer) that every command shares.
+    reply: str = ""
+    errors: tuple[str, ...] = ()
+    subcommands: dict[bytes, Command] = field(default_factory=dict)
+    # The container command of a subcommand (`CLIENT` for `CLIENT SETNAME`); empty for a command.
+    parent: str = ""
 
     @property
     def no_auth(self) -> bool:
         return "no-auth" in self.flags
 
+    @property
+    def full_name(self) -> str:
+        """The name Redis uses in errors and COMMAND INFO: `qlease`, `client|setname`."""
+        return f"{self.parent.lower()}|{self.name.lower()}" if self.parent else self.name.lower()
 
-COMMANDS: dict[bytes, Command] = {}
-
-
-def register(command: Command) -> Command:
-    COMMANDS[command.name.lower().encode()] = command
-    return command
-
-
-def subcommand(parent: Command, sub: Command) -> Command:
-    parent.subcommands[sub.name.lower()] = sub
-    return sub
+    @property
+    def usage_name(self) -> str:
+        """The name as typed: `QLEASE`, `CLIENT SETNAME`."""
+        return f"{self.parent} {self.name}" if self.parent else self.name
 
 
-def arity_ok(arity: int, argc: int) -> bool:
-    return argc == arity if arity > 0 else argc >= -arity
+def with_subcommands(parent: Command, *subs: Command) -> Command:
+    """`parent` with its subcommands, named `parent|sub`, plus a generated `HELP` listing them."""
+    help_sub = Command("HELP", 2, parent.group, "Returns helpful text about the subcommands.")
+    children = [*subs, help_sub]
+    lines = _help_lines(parent.name, children)
+    help_sub.handler = lambda _client, _args: lines
+    table = {sub.name.lower().encode(): replace(sub, parent=parent.name) for sub in children}
+    return replace(parent, subcommands=table)
 
 
-def wrong_arity(name: str) -> CommandError:
-    return CommandError(f"wrong number of arguments for '{name}' command")
+def _help_lines(parent: str, subs: Iterable[Command]) -> list[SimpleString]:
+    lines = [f"{parent} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"]
+    for sub in subs:
+        lines.append(sub.name)
+        lines.append(f"    {sub.summary}")
+    return [SimpleString(line) for line in lines]
 
 
-class ArgCursor:
-    """Reads a command's arguments left to right, with one error text per kind of mistake."""
+class CommandTable:
+    """Commands by lower-case name; built once at start, read by the dispatcher and COMMAND."""
 
-    __slots__ = ("args", "pos")
+    __slots__ = ("_commands",)
 
-    def __init__(self, args: list[bytes], pos: int = 1) -> None:
-        self.args = args
-        self.pos = pos
+    def __init__(self) -> None:
+        self._commands: dict[bytes, Command] = {}
 
-    def __bool__(self) -> bool:
-        return self.pos < len(self.args)
+    def add(self, *commands: Command) -> None:
+        for command in commands:
+            key = command.name.lower().encode()
+            if key in self._commands:
+                raise ValueError(f"command {command.name} declared twice")
+            self._commands[key] = command
 
-    def remaining(self) -> int:
-        return len(self.args) - self.pos
+    def get(self, lower_name: bytes) -> Command | None:
+        return self._commands.get(lower_name)
 
-    def peek_upper(self) -> bytes | None:
-        return self.args[self.pos].upper() if self.pos < len(self.args) else None
+    def __len__(self) -> int:
+        return len(self._commands)
 
-    def next_bytes(self) -> bytes:
-        if self.pos >= len(self.args):
-            raise CommandError(SYNTAX_ERROR)
-        value = self.args[self.pos]
-        self.pos += 1
-        return value
-
-    def next_str(self) -> str:
-        return self.next_bytes().decode("utf-8", "surrogateescape")
-
-    def next_int(self) -> int:
-        """The next argument as an integer; ranges are the `Service`'s to check, so they live in one place."""
-        return parse_int(self.next_bytes())
-
-    def rest(self) -> list[bytes]:
-        rest = self.args[self.pos :]
-        self.pos = len(self.args)
-        return rest
-
-
-def parse_int(raw: bytes) -> int:
-    """Redis's integer rules: optional '-', decimal digits, fits in a signed 64-bit integer."""
-    digits = raw[1:] if raw[:1] == b"-" else raw
-    if not digits.isdigit() or len(raw) > 20 or (digits[:1] == b"0" and len(digits) > 1):
-        raise CommandError(NOT_AN_INTEGER)
-    value = int(raw)
-    if not -(2**63) <= value < 2**63:
-        raise CommandError(NOT_AN_INTEGER)
-    return value
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._commands.values())

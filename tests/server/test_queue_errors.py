@@ -43,7 +43,14 @@ def _ask(port: int, *requests: bytes) -> list[bytes]:
             b"QCREATE e1 LEASE-TIMEOUT 5000 EXPIRE-TIMEOUT 10",
             b"-ERR EXPIRE-TIMEOUT must be 0 or at least the lease timeout (5000)\r\n",
         ),
-        (b"QCREATE e1 PARTITIONS abc", b"-ERR value is not an integer or out of range\r\n"),
+        (
+            b"QCREATE e1 PARTITIONS abc",
+            b"-ERR value is not an integer or out of range; PARTITIONS takes an integer\r\n",
+        ),
+        (
+            b"QLEASE base COUNT abc",
+            b"-ERR value is not an integer or out of range; COUNT takes an integer\r\n",
+        ),
         (b"QCREATE e1 COLOUR blue", b"-ERR syntax error\r\n"),
         (b"QCREATE e1 PARTITIONS", b"-ERR syntax error\r\n"),
         (b'QCREATE "a b"', b"-ERR invalid queue name; only visible ASCII characters, no whitespace\r\n"),
@@ -54,7 +61,30 @@ def _ask(port: int, *requests: bytes) -> list[bytes]:
         (b"QLEASE base BLOCK -1", b"-ERR BLOCK must be at least 0\r\n"),
         (b"QLEASE base WAIT 1", b"-ERR syntax error\r\n"),
         (b"QPRODUCE base DELAY -5 ITEMS a", b"-ERR DELAY must be at least 0\r\n"),
-        (b"QPRODUCE base a b", b"-ERR syntax error\r\n"),
+        (
+            b"QPRODUCE base a b",
+            b"-ERR syntax error; ITEMS is missing: it must come before the first payload\r\n",
+        ),
+        (
+            b"QPRODUCE base KIND k hello",
+            b"-ERR syntax error; ITEMS is missing: it must come before the first payload\r\n",
+        ),
+        # An unknown option before ITEMS is Redis's bare syntax error: ITEMS is there.
+        (b"QPRODUCE base COLOUR blue ITEMS a", b"-ERR syntax error\r\n"),
+        (
+            b"QPRODUCE base AT 1795805254 ITEMS a",
+            b"-ERR AT must be a Unix time in milliseconds; 1795805254 looks like seconds "
+            b"(did you mean 1795805254000?)\r\n",
+        ),
+        (
+            b"QRETRY base AT 1795805254 1-0-1",
+            b"-ERR AT must be a Unix time in milliseconds; 1795805254 looks like seconds "
+            b"(did you mean 1795805254000?)\r\n",
+        ),
+        # Options first, then at least one id: a lone option is Redis's arity error, not an invalid id.
+        (b"QRETRY base DEAD", b"-ERR wrong number of arguments for 'qretry' command\r\n"),
+        (b"QRETRY base DELAY 5", b"-ERR wrong number of arguments for 'qretry' command\r\n"),
+        (b"QEXTEND base FOR 5", b"-ERR wrong number of arguments for 'qextend' command\r\n"),
         (b"QPRODUCE base ITEMS", b"-ERR wrong number of arguments for 'qproduce' command\r\n"),
         (b"QCOMPLETE base abc", b"-ERR invalid id 'abc'\r\n"),
         (b"QCOMPLETE base 1-5-1", b"-ERR invalid id '1-5-1'\r\n"),
