@@ -56,6 +56,8 @@ class Connection(asyncio.Protocol):
         self._pending: deque[bytes | Deferred] = deque()
         self._blocker: asyncio.Future[Any] | None = None
         self._closing = False
+        # Server shutdown: read nothing more, but run and answer what was already received.
+        self._draining = False
         self._reading_paused = False
         self._write_paused = False
         # Complete commands left in the parser when a turn ended early (see `_process`).
@@ -102,6 +104,22 @@ class Connection(asyncio.Protocol):
         self._transport = None
         if self.on_lost is not None:
             self.on_lost(self)
+
+    def drain(self) -> None:
+        """Shutdown's first step: take no more requests from the socket, but run the commands already
+        received and send their replies (see `idle`)."""
+        self._draining = True
+        self._update_reading()
+
+    def idle(self) -> bool:
+        """Nothing received is left to run or answer. A blocked lease does not count: the service answers
+        it when it closes, and the commands behind it then get its SHUTDOWN error."""
+        if self._blocker is not None:
+            return True
+        return not self._backlog and all(
+            type(entry) is bytes or entry.future.done()  # type: ignore[union-attr]
+            for entry in self._pending
+        )
 
     def close(self) -> None:
         """Flush what is due and close (server shutdown)."""
@@ -299,7 +317,7 @@ class Connection(asyncio.Protocol):
             transport.close()
 
     def _update_reading(self) -> None:
-        should_pause = self._write_paused or self._backlog or self._too_much_in_flight()
+        should_pause = self._write_paused or self._backlog or self._draining or self._too_much_in_flight()
         if should_pause == self._reading_paused:
             return  # the usual case, after every reply: nothing to change
         transport = self._transport

@@ -1,7 +1,8 @@
 """The RESP server: listening sockets, the connection limit, signals and graceful shutdown.
 
-Shutdown order (as uvicorn does it): stop accepting, let in-flight batches finish and reply, close the
-client connections, then close storage.
+Shutdown order (as uvicorn does it): stop accepting; stop reading, but let every connection run and answer
+the commands it already received, within `shutdown-grace-ms`; then close the service (blocked consumers
+are answered, partitions finish their last batch, storage closes); last, flush and close the connections.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from querator.connection import Connection
 from querator.service import Service
 
 log = logging.getLogger("querator")
+_DRAIN_POLL_S = 0.005
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
@@ -99,17 +101,27 @@ class Server:
         self._stopped.set()
 
     async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_grace_ms / 1000
         for listener in (self._server, self._tls_server):
             if listener is not None:
                 listener.close()
-        # In-flight batches finish and their replies go out before the storage closes.
+        for connection in list(self._connections):
+            connection.drain()
+        # Replies arrive from partition commits, which signal no one in particular: a short poll is the
+        # simplest way to wait for all of them, and it runs only during shutdown.
+        while not all(c.idle() for c in self._connections) and loop.time() < deadline:
+            await asyncio.sleep(_DRAIN_POLL_S)
+        busy = sum(not c.idle() for c in self._connections)
+        if busy:
+            log.warning("%d connections still had commands running after the grace period", busy)
         await self.service.close()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let the replies that closing produced (blocked consumers) be written
         for connection in list(self._connections):
             connection.close()
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_grace_ms / 1000)
+                await asyncio.wait_for(self._server.wait_closed(), max(deadline - loop.time(), 0.1))
             except TimeoutError:
                 log.warning("connections still open after the grace period")
         log.info("stopped")
