@@ -78,6 +78,25 @@ def write(tmp_path: Path, text: str) -> Path:
             "allowed: admin, consume, produce",
         ),
         (
+            '[[queue]]\nname = "a"\ndead-queue = "b"\n[[queue]]\nname = "b"\ndead-queue = "a"\n',
+            "querator: declared dead queues form a cycle; {path}: [[queue]] 'a': a -> b -> a; "
+            "a dead queue may not have a dead queue of its own",
+        ),
+        (
+            '[[queue]]\nname = "a"\ndead-queue = "nowhere"\n',
+            "querator: declared dead queue does not exist; {path}: [[queue]] 'a' names dead-queue 'nowhere', "
+            "which is neither declared in the file nor an existing queue",
+        ),
+        (
+            '[[queue]]\nname = "a"\n[[queue]]\nname = "a"\n',
+            "querator: queue declared twice; {path}: [[queue]] 'a' appears more than once",
+        ),
+        (
+            '[[queue]]\nname = "a"\nlease-timeout = 0\n',
+            "querator: declared queue cannot be applied; {path}: [[queue]] 'a': "
+            "LEASE-TIMEOUT must be between 1 and 604800000",
+        ),
+        (
             "port = \n",
             "querator: cannot read the config file; {path}: Invalid value (at line 1, column 8)",
         ),
