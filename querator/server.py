@@ -89,13 +89,18 @@ class Server:
         for name in self.state.users.nopass_names():
             log.warning("user '%s' has nopass = true: any password logs in as this user", name)
         log.info(
-            "Querator ready to accept connections on %s:%d (backend %s, durability %s%s)",
+            "Querator ready to accept connections on %s:%d (%s%s)",
             self.config.bind,
             self.state.tcp_port,
-            self.config.backend,
-            self.config.durability,
+            self._storage_note(),
             f", TLS on port {self.state.tls_port}" if self._tls_server is not None else "",
         )
+
+    def _storage_note(self) -> str:
+        """What the storage promises: durability means nothing to the memory backend."""
+        if self.service.store is not None and not self.service.store.durable:
+            return f"backend {self.config.backend}, nothing survives a restart"
+        return f"backend {self.config.backend}, durability {self.config.durability}"
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
