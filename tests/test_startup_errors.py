@@ -197,3 +197,16 @@ def test_a_second_server_on_the_same_data_directory_is_one_line(tmp_path: Path) 
         assert redis.Redis(port=first.port).ping()
     finally:
         first.kill()
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    from importlib.metadata import version
+
+    import querator
+
+    result = subprocess.run(
+        [sys.executable, "-m", "querator", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout == f"querator {querator.__version__}\n"
+    assert version("querator") == querator.__version__
