@@ -2,17 +2,23 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: serving needs only the package and its runtime dependencies; tests and lint add the extras.
+SERVE_STAMP := $(VENV)/.installed-serve
+STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos docs clean redis-tools
+.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos docs clean clean-data redis-tools
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+$(STAMP): $(SERVE_STAMP)
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	$(BIN)/querator serve $(if $(CONFIG),--config $(CONFIG),)
 
 test: $(STAMP)
@@ -44,5 +50,10 @@ bench-limits: $(STAMP) redis-tools
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --durability both
 
+# Caches and the virtualenv only: queues and their items are never deleted by a clean-up.
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Deletes every queue and item of the default data directory (./data).
+clean-data:
+	rm -rf data

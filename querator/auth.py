@@ -14,9 +14,9 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Final
 
-from querator.config import Config, ConfigError, UserDeclaration
+from querator.config import COMMAND_GROUPS, Config, UserDeclaration, check_user
 
-GROUPS: Final = frozenset({"produce", "consume", "admin"})
+GROUPS: Final = COMMAND_GROUPS
 # A command in the `read` group is allowed to a user with any group on the queue.
 READ: Final = "read"
 _UNKNOWN_USER_DIGEST: Final = hashlib.sha256(b"querator: no such user").digest()
@@ -57,6 +57,11 @@ class Users:
     def default(self) -> User:
         return self._users["default"]
 
+    def nopass_names(self) -> list[str]:
+        """Declared users any password logs in as (`nopass = true`); `default` is such when requirepass is
+        empty, as in Redis, and is not listed."""
+        return [n for n, u in self._users.items() if n != "default" and u.password_sha256 is None]
+
     def default_needs_password(self) -> bool:
         return self.default.password_sha256 is not None
 
@@ -78,22 +83,13 @@ def _digest(password: bytes) -> bytes:
 
 
 def _user_of(declaration: UserDeclaration) -> User:
-    if declaration.password and declaration.password_sha256:
-        raise ConfigError(f"user '{declaration.name}': give password or password-sha256, not both")
-    if declaration.password_sha256:
-        try:
-            digest: bytes | None = bytes.fromhex(declaration.password_sha256)
-        except ValueError:
-            raise ConfigError(f"user '{declaration.name}': password-sha256 is not hex") from None
-        if digest is None or len(digest) != 32:
-            raise ConfigError(f"user '{declaration.name}': password-sha256 must be 64 hex digits")
-    elif declaration.password:
-        digest = _digest(declaration.password.encode())
-    else:
+    # The config loader has already refused bad tables, naming the file; checked again so that a `Config`
+    # built in code is just as safe: no password means no login unless `nopass` (ADR 0011).
+    check_user(declaration, f"user '{declaration.name}'")
+    if declaration.nopass:
         digest = None
-    unknown = set(declaration.commands) - GROUPS
-    if unknown:
-        raise ConfigError(
-            f"user '{declaration.name}': unknown command groups {sorted(unknown)}; use {sorted(GROUPS)}"
-        )
+    elif declaration.password_sha256:
+        digest = bytes.fromhex(declaration.password_sha256)
+    else:
+        digest = _digest(declaration.password.encode())
     return User(declaration.name, digest, tuple(declaration.queues), frozenset(declaration.commands))

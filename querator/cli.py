@@ -6,15 +6,24 @@ import argparse
 import gc
 import logging
 import sys
+from typing import NoReturn
 
-from querator.config import ConfigError, load_config
-from querator.server import Server
+from querator import __version__
+from querator.config import LOG_LEVELS, ConfigError, Sources, read_config
+from querator.errors import QueratorError
+from querator.server import ListenError, Server
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (no usage block), like every start-up error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="querator", description="A durable lease-based queue server (RESP)."
-    )
+    parser = _Parser(prog="querator", description="A durable lease-based queue server (RESP).")
+    parser.add_argument("--version", action="version", version=f"querator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML config file (without it no file is read)")
@@ -29,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", type=int, help="also accept TLS connections on this port")
     serve.add_argument("--tls-cert-file", help="server certificate (PEM) for TLS")
     serve.add_argument("--tls-key-file", help="server private key (PEM) for TLS")
-    serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    serve.add_argument("--log-level", help=f"{', '.join(LOG_LEVELS)} (default info)")
     return parser
 
 
@@ -53,7 +62,7 @@ def tune_gc() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(
+        config, sources = read_config(
             args.config,
             bind=args.bind,
             port=args.port,
@@ -67,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_key_file=args.tls_key_file,
         )
     except ConfigError as exc:
-        print(f"querator: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -80,7 +88,31 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(config)
         tune_gc()
         uvloop.run(server.serve_forever())
-    except OSError as exc:
-        logging.getLogger("querator").error("cannot start: %s", exc)
-        return 1
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except (OSError, QueratorError) as exc:
+        return _fail(_start_error(exc, sources), 1)
     return 0
+
+
+def _fail(line: str, code: int) -> int:
+    """Start-up errors are one line on stderr, never a traceback, so they read well under systemd."""
+    print(f"querator: {line}", file=sys.stderr)
+    return code
+
+
+def _start_error(exc: OSError | QueratorError, sources: Sources) -> str:
+    if isinstance(exc, ListenError):
+        return (
+            f"cannot listen; {exc.address}:{exc.port} ({sources.describe(exc.setting)}): {exc.reason}; "
+            "choose a free port, or stop what holds it"
+        )
+    # Imported here: a server on the memory backend never loads rocksdict.
+    from querator.store.rocksdb import StoreLockedError
+
+    if isinstance(exc, StoreLockedError):
+        return (
+            f"data directory in use by another Querator; {exc.path} ({sources.describe('data')}) is locked: "
+            "stop the other server or give another directory"
+        )
+    return f"cannot start; {exc}"

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from querator.auth import Users
 from querator.clients import ServerState
@@ -21,6 +24,7 @@ from querator.service import Service
 
 log = logging.getLogger("querator")
 _DRAIN_POLL_S = 0.005
+T = TypeVar("T")
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
@@ -36,6 +40,26 @@ def tls_context(config: Config) -> ssl.SSLContext:
         "yes": ssl.CERT_REQUIRED,
     }[config.tls_auth_clients]
     return context
+
+
+class ListenError(OSError):
+    """A listening socket could not be opened; `setting` is the config field of its port."""
+
+    def __init__(self, setting: str, address: str, port: int, reason: OSError) -> None:
+        # asyncio's text repeats the address; the errno's own words are the part worth a line.
+        why = os.strerror(reason.errno).lower() if reason.errno else str(reason)
+        super().__init__(f"cannot listen; {address}:{port}: {why}")
+        self.setting = setting
+        self.address = address
+        self.port = port
+        self.reason = why
+
+
+async def _listen(setting: str, address: str, port: int, opening: Awaitable[T]) -> T:
+    try:
+        return await opening
+    except OSError as exc:
+        raise ListenError(setting, address, port, exc) from exc
 
 
 class Server:
@@ -54,33 +78,59 @@ class Server:
         return self.state.tcp_port
 
     async def start(self) -> None:
-        await self.service.start()
+        try:
+            await self.service.start()
+            await self._listen()
+        except BaseException:
+            # Nothing was served: close storage now, so its lock and files are released before exiting.
+            for listener in (self._server, self._tls_server):
+                if listener is not None:
+                    listener.close()
+            await self.service.close()
+            raise
+        for name in self.state.users.nopass_names():
+            log.warning("user '%s' has nopass = true: any password logs in as this user", name)
+        log.info(
+            "Querator ready to accept connections on %s:%d (%s%s)",
+            self.config.bind,
+            self.state.tcp_port,
+            self._storage_note(),
+            f", TLS on port {self.state.tls_port}" if self._tls_server is not None else "",
+        )
+
+    def _storage_note(self) -> str:
+        """What the storage promises: durability means nothing to the memory backend."""
+        if self.service.store is not None and not self.service.store.durable:
+            return f"backend {self.config.backend}, nothing survives a restart"
+        return f"backend {self.config.backend}, durability {self.config.durability}"
+
+    async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._new_connection, self.config.bind, self.config.port, reuse_address=True, backlog=1024
+        self._server = await _listen(
+            "port",
+            self.config.bind,
+            self.config.port,
+            loop.create_server(
+                self._new_connection, self.config.bind, self.config.port, reuse_address=True, backlog=1024
+            ),
         )
         sockets = self._server.sockets
         self.state.tcp_port = sockets[0].getsockname()[1] if sockets else self.config.port
-        tls_note = ""
         if self.config.tls_port:
-            self._tls_server = await loop.create_server(
-                self._new_connection,
+            self._tls_server = await _listen(
+                "tls_port",
                 self.config.bind,
                 self.config.tls_port,
-                reuse_address=True,
-                backlog=1024,
-                ssl=tls_context(self.config),
+                loop.create_server(
+                    self._new_connection,
+                    self.config.bind,
+                    self.config.tls_port,
+                    reuse_address=True,
+                    backlog=1024,
+                    ssl=tls_context(self.config),
+                ),
             )
             self.state.tls_port = self._tls_server.sockets[0].getsockname()[1]
-            tls_note = f", TLS on port {self.state.tls_port}"
-        log.info(
-            "Querator ready to accept connections on %s:%d (backend %s, durability %s%s)",
-            self.config.bind,
-            self.state.tcp_port,
-            self.config.backend,
-            self.config.durability,
-            tls_note,
-        )
 
     def _new_connection(self) -> Connection:
         connection = Connection(self.state, self.dispatch)

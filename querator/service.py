@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 from querator.clock import Clock
 from querator.config import Config
+from querator.declared import apply_declarations
 from querator.errors import CommandError, NoQueueError, QueratorError, QueueExistsError, ShutdownError
 from querator.model import (
     AT_SECONDS_RANGE,
@@ -89,9 +90,7 @@ class Service:
         for queue in self.queues.values():
             for partition in queue.partitions:
                 partition.start()
-        for declaration in self.config.queues:
-            if declaration.name not in self.queues:
-                await self.create_queue(declaration.name, declaration.options())
+        await apply_declarations(self, self.config.queues)
 
     def _load_queues(self) -> None:
         raw_uid = self._meta.get(_NEXT_UID_KEY)

@@ -121,6 +121,14 @@ class RocksWriteSet:
         return self.count
 
 
+class StoreLockedError(OSError):
+    """Another process (another Querator) holds the database's LOCK file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"data directory in use by another Querator; {path} is locked by another process")
+        self.path = path
+
+
 class RocksStore:
     """One RocksDB database; key spaces are prefixes of one column family (ADR 0007).
 
@@ -157,7 +165,13 @@ class RocksStore:
         table.set_bloom_filter(10, False)
         options.set_block_based_table_factory(table)
         options.set_compression_type(rocksdict.DBCompressionType.lz4())
-        self._db = rocksdict.Rdict(path, options)
+        try:
+            self._db = rocksdict.Rdict(path, options)
+        except Exception as exc:
+            # rocksdict raises a bare Exception; a held lock reads "While lock file: .../LOCK".
+            if "LOCK" in str(exc):
+                raise StoreLockedError(path) from exc
+            raise OSError(f"cannot open the data directory; {path}: {exc}") from exc
         self._spaces: dict[str, RocksKeySpace] = {}
         raw_next = self._db.get(_NEXT_PREFIX_KEY)
         self._next_prefix = int(raw_next) if raw_next is not None else 1
