@@ -8,8 +8,9 @@ lease n = 1 and 100 (`WITH c AS (SELECT ... FOR UPDATE SKIP LOCKED) UPDATE ... R
 batch of 100 and 1 (`DELETE ... WHERE id = ANY($1)`); and a whole partition step (insert 100 + complete
 100 + one stats row) as one transaction, written the way each driver does it best. For each shape: the
 round trips one transaction costs (counted by a TCP relay that sees every client flight), transactions/s
-and items/s with C connections working at once, and the median latency, each the median of R rounds in
-which the drivers take turns. The figures and the choice are in docs/adr/0012-postgres-driver.md.
+and items/s with C connections working at once, the median latency and this process's CPU per
+transaction, each the median of R rounds in which the drivers take turns. The figures and the choice are
+in docs/adr/0012-postgres-driver.md.
 """
 
 from __future__ import annotations
@@ -355,6 +356,9 @@ class ShapeResult:
     tx_per_s: float
     items_per_s: float
     p50_ms: float
+    # This process's CPU per transaction (driver + the loop driving it): what a busy node pays per step,
+    # and steadier than tx/s on a shared machine.
+    cpu_us_per_tx: float
     errors: list[str] = field(default_factory=list)
 
 
@@ -414,9 +418,11 @@ async def measure_shape(
                     errors.append(f"{shape}: ran out of rows; raise the fill")
                     return
 
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     return ShapeResult(
         driver=driver.name,
         shape=shape,
@@ -427,6 +433,7 @@ async def measure_shape(
         tx_per_s=len(latencies) / seconds,
         items_per_s=items / seconds,
         p50_ms=statistics.median(latencies) * 1000 if latencies else float("nan"),
+        cpu_us_per_tx=cpu / max(len(latencies), 1) * 1e6,
         errors=sorted(set(errors)),
     )
 
@@ -472,7 +479,8 @@ async def run_all(
                     )
                     print(
                         f"round {round_no + 1} {r.driver:8} {r.shape:46} {r.round_trips:3} RT "
-                        f"{r.tx_per_s:8.0f} tx/s {r.items_per_s:9.0f} items/s  p50 {r.p50_ms:6.2f} ms",
+                        f"{r.tx_per_s:8.0f} tx/s {r.items_per_s:9.0f} items/s  p50 {r.p50_ms:6.2f} ms "
+                        f"cpu {r.cpu_us_per_tx:6.0f} us/tx",
                         file=sys.stderr,
                     )
                     runs.setdefault((driver.name, shape), []).append(r)
@@ -494,17 +502,19 @@ def median_of(rounds: list[ShapeResult]) -> ShapeResult:
         tx_per_s=statistics.median(r.tx_per_s for r in rounds),
         items_per_s=statistics.median(r.items_per_s for r in rounds),
         p50_ms=statistics.median(r.p50_ms for r in rounds),
+        cpu_us_per_tx=statistics.median(r.cpu_us_per_tx for r in rounds),
         errors=sorted({e for r in rounds for e in r.errors}),
     )
 
 
 def table(results: list[ShapeResult]) -> str:
     lines = [
-        "| shape | driver | round trips | tx/s | items/s | p50 ms |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| shape | driver | round trips | tx/s | items/s | p50 ms | client CPU µs/tx |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in sorted(results, key=lambda r: (r.shape.split(":")[0], r.shape, r.driver)):
         figures = f"{r.round_trips} | {r.tx_per_s:,.0f} | {r.items_per_s:,.0f} | {r.p50_ms:.2f}"
+        figures += f" | {r.cpu_us_per_tx:,.0f}"
         lines.append(f"| {r.shape} | {r.driver} | {figures} |")
     return "\n".join(lines)
 
