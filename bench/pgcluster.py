@@ -12,7 +12,9 @@ unless asked otherwise. A primary can get a synchronous streaming standby (pg_ba
         standby.promote()                  # standby.dsn("items") now takes writes
 
 Every instance is registered for an atexit stop, so an interrupted test or benchmark leaves no server
-behind. The module needs only the PostgreSQL server binaries (Debian: `postgresql`), no Python driver.
+behind; and a process killed outright (SIGKILL) leaves one only until the next cluster is made, which
+stops and removes the clusters of dead owners first. The module needs only the PostgreSQL server
+binaries (Debian: `postgresql`), no Python driver.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; when we are root the servers run as this system user instead.
 OS_USER_WHEN_ROOT = "postgres"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+ROOT_PREFIX = "querator-pg-"
+# The pid of the process that made a cluster, so a later one can tell that it died without closing it.
+OWNER_FILE = "owner.pid"
 
 
 class PgError(RuntimeError):
@@ -198,6 +203,9 @@ class PgServer:
         """`pg_ctl stop -m fast` (clean) or `-m immediate` (a crash: no checkpoint, WAL replay on start)."""
         if not self.running:
             return
+        if not self.datadir.exists():  # removed with its server by reap_orphans()
+            self.running = False
+            return
         try:
             self.run(self.binary("pg_ctl"), "stop", "-D", str(self.datadir), "-m", mode, "-w", "-t", "30")
         except (PgError, subprocess.TimeoutExpired):
@@ -259,7 +267,9 @@ class PgCluster(PgServer):
         found = bindir or find_bindir()
         if found is None:
             raise PgError("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
-        root = Path(tempfile.mkdtemp(prefix="querator-pg-"))
+        reap_orphans(found)
+        root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
+        (root / OWNER_FILE).write_text(str(os.getpid()))
         super().__init__(found, root, "primary")
         self.settings: dict[str, str | int | bool] = {
             **BASE_SETTINGS,
@@ -392,6 +402,39 @@ class PgCluster(PgServer):
 # Clusters not yet closed, stopped at interpreter exit: a postmaster started by pg_ctl is detached from us and
 # would otherwise outlive an interrupted run.
 _live: set[PgCluster] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(bindir: Path | None = None) -> list[Path]:
+    """Stop and remove the clusters whose owner died without closing them (SIGKILL, a killed CI job): pg_ctl
+    detaches the postmaster, so nothing else would ever stop it. Run before every new cluster."""
+    bindir = bindir or find_bindir()
+    reaped = []
+    for root in Path(tempfile.gettempdir()).glob(ROOT_PREFIX + "*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # being made right now, or not ours
+        if _alive(owner):
+            continue
+        for pidfile in root.glob("*/postmaster.pid"):
+            if bindir is not None:
+                with contextlib.suppress(PgError, subprocess.TimeoutExpired, OSError):
+                    server = PgServer(bindir, root, pidfile.parent.name)
+                    server.running = True
+                    server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped
 
 
 @atexit.register

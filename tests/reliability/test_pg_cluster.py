@@ -5,11 +5,12 @@ holds every committed row once promoted (what a failover test relies on)."""
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import asyncpg
 import pytest
 
-from bench.pgcluster import HOST, PgCluster
+from bench.pgcluster import HOST, OWNER_FILE, PgCluster, reap_orphans
 from tests.pg_fixtures import needs_postgres
 from tests.support import run
 
@@ -73,3 +74,19 @@ def test_sync_standby_has_every_committed_row_after_promote_and_close_leaves_not
     assert not cluster.root.exists()
     assert not port_accepts(cluster.port)
     assert not port_accepts(standby.port)
+
+
+@needs_postgres
+def test_a_cluster_whose_owner_died_is_stopped_and_removed_by_the_next_one() -> None:
+    orphan = PgCluster().start()
+    try:
+        # As if the process that made it had been SIGKILLed: no close(), no atexit, a dead owner pid.
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (orphan.root / OWNER_FILE).write_text(str(dead.pid))
+        assert port_accepts(orphan.port)
+        assert orphan.root in reap_orphans()
+        assert not orphan.root.exists()
+        assert not port_accepts(orphan.port)
+    finally:
+        orphan.close()
