@@ -47,6 +47,19 @@ bench-quick: $(STAMP) redis-tools
 bench-limits: $(STAMP) redis-tools
 	$(BIN)/python -m bench.limits
 
+# PostgreSQL: the driver comparison (docs/adr/0012-postgres-driver.md) and the plain SQL queue to compare
+# the postgres backend with. Each runs its own throwaway cluster (bench/pgcluster.py).
+.PHONY: postgres bench-pg-drivers bench-pgqueue
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+bench-pg-drivers: $(STAMP) postgres
+	$(BIN)/python -m bench.pg_drivers
+
+bench-pgqueue: $(STAMP) postgres
+	$(BIN)/python -m bench.pgqueue
+
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --durability both
 

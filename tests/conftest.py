@@ -7,6 +7,9 @@ import pytest
 
 from tests.support import ServerProcess
 
+# The throwaway PostgreSQL fixtures (pg_cluster, pg_dsn) live in their own plugin module.
+pytest_plugins = ["tests.pg_fixtures"]
+
 
 @pytest.fixture(params=["memory", "rocksdb"])
 def backend(request: pytest.FixtureRequest) -> str:

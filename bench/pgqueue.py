@@ -1,0 +1,320 @@
+"""The plain PostgreSQL queue that Querator's postgres backend is to be compared against: the pattern of pgmq
+and River, one table, driven by the load shapes of bench/loadgen.py, every commit synchronous.
+
+* one table; an item is ready when `visible_at <= now()`; a lease (`FOR UPDATE SKIP LOCKED`, oldest id
+  first) pushes `visible_at` one visibility timeout ahead and counts the attempt, so an unfinished lease
+  simply makes the row visible again (where it was, not at the tail: the pgmq semantics);
+* produce inserts a whole batch with one `INSERT ... SELECT FROM unnest($1::bytea[])`; complete deletes a
+  whole batch with `DELETE ... WHERE id = ANY($1)`; each is one statement, so one transaction and one round
+  trip (asyncpg, see docs/adr/0012-postgres-driver.md);
+* consumers poll (with a short backoff when the queue is empty) instead of LISTEN / NOTIFY.
+
+    python -m bench.pgqueue [--quick] [--dsn DSN] [--json PATH]
+
+Workloads: `cycle` with 8 producers + 8 consumers at COUNT 1 and COUNT 100 (the sizes of bench/run.py's
+cycle workload), and `produce-batch` (50 connections each inserting 100 items per transaction). Each
+reports items/s and `lost`: items whose produce was acknowledged but that were neither completed nor still
+in the table (must be 0), and `duplicates`: completes that found a row already gone (a double lease).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.loadgen import run_async
+from bench.pgcluster import PgCluster
+
+TABLE = "pgqueue_items"
+VISIBILITY_TIMEOUT_S = 60
+# Lower than the default 100 so a lease's update of visible_at finds room on its own page (a HOT update: no
+# new index entry), and autovacuum early and often, since every item is inserted, updated and deleted once.
+SCHEMA = f"""
+DROP TABLE IF EXISTS {TABLE};
+CREATE TABLE {TABLE} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    visible_at timestamptz NOT NULL DEFAULT now(),
+    attempts integer NOT NULL DEFAULT 0,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    payload bytea NOT NULL
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+"""
+PRODUCE = f"INSERT INTO {TABLE} (payload) SELECT * FROM unnest($1::bytea[])"
+# The primary key index gives the FIFO order; leased rows are the few in flight, skipped by the filter.
+LEASE = f"""
+WITH c AS (
+    SELECT id FROM {TABLE} WHERE visible_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+UPDATE {TABLE} AS t
+SET visible_at = now() + make_interval(secs => {VISIBILITY_TIMEOUT_S}), attempts = t.attempts + 1
+FROM c WHERE t.id = c.id
+RETURNING t.id, t.payload
+"""
+COMPLETE = f"DELETE FROM {TABLE} WHERE id = ANY($1::bigint[])"
+POLL_MIN_S, POLL_MAX_S = 0.001, 0.02
+# Every connection asks for synchronous commit, whatever the server's default: the comparison is durable.
+SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": "bench.pgqueue"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    cycle_items_1: int
+    cycle_items_100: int
+    cycle_time_limit: float
+    produce_seconds: float
+
+
+DEFAULT = Sizes(cycle_items_1=6_000, cycle_items_100=100_000, cycle_time_limit=40.0, produce_seconds=3.0)
+QUICK = Sizes(cycle_items_1=1_500, cycle_items_100=20_000, cycle_time_limit=15.0, produce_seconds=0.8)
+
+
+@dataclass
+class PgQueueResult:
+    workload: str
+    items: int  # items completed (cycle) or acknowledged as stored (produce-batch)
+    target_items: int
+    produced: int
+    elapsed: float
+    items_per_s: float
+    lost: int
+    duplicates: int
+    timed_out: bool
+    client_cpu: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, server_settings=SERVER_SETTINGS)
+
+
+async def setup(dsn: str) -> None:
+    conn = await connect(dsn)
+    try:
+        await conn.execute(SCHEMA)
+    finally:
+        await conn.close()
+
+
+async def remaining(dsn: str) -> int:
+    conn = await connect(dsn)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {TABLE}"))
+    finally:
+        await conn.close()
+
+
+async def cycle(
+    dsn: str,
+    *,
+    producers: int = 8,
+    consumers: int = 8,
+    count: int = 1,
+    batch: int | None = None,
+    items: int = 20_000,
+    time_limit: float = 60.0,
+) -> PgQueueResult:
+    """Chained produce -> lease -> complete, as loadgen.cycle; end-to-end items/s and the items lost."""
+    batch = batch or count
+    per_producer = math.ceil(items / producers)
+    target = per_producer * producers
+    errors: Counter[str] = Counter()
+    produced = completed = duplicates = 0
+    t_end = 0.0
+    done = asyncio.Event()
+    await setup(dsn)
+    pconns = [await connect(dsn) for _ in range(producers)]
+    cconns = [await connect(dsn) for _ in range(consumers)]
+    deadline = time.monotonic() + time_limit
+
+    async def produce(conn: asyncpg.Connection, p: int) -> None:
+        nonlocal produced
+        seq = 0
+        while seq < per_producer and time.monotonic() < deadline:
+            k = min(batch, per_producer - seq)
+            # Unique payloads, so a double delivery would show as a duplicate complete.
+            payloads = [b"%d:%d" % (p, seq + i) for i in range(k)]
+            try:
+                await conn.execute(PRODUCE, payloads)
+            except asyncpg.PostgresError as exc:
+                errors[f"produce: {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            produced += k
+            seq += k
+
+    async def consume(conn: asyncpg.Connection) -> None:
+        nonlocal completed, duplicates, t_end
+        pause = POLL_MIN_S
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                rows = await conn.fetch(LEASE, count)
+                if not rows:
+                    await asyncio.sleep(pause)
+                    pause = min(POLL_MAX_S, pause * 2)
+                    continue
+                pause = POLL_MIN_S
+                status = await conn.execute(COMPLETE, [r["id"] for r in rows])
+            except asyncpg.PostgresError as exc:
+                errors[f"lease/complete: {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            deleted = int(status.split()[-1])
+            duplicates += len(rows) - deleted
+            completed += deleted
+            if completed >= target and not done.is_set():
+                t_end = time.perf_counter()
+                done.set()
+
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    tasks = [asyncio.ensure_future(consume(c)) for c in cconns]
+    tasks += [asyncio.ensure_future(produce(c, i)) for i, c in enumerate(pconns)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), time_limit + 10)
+    except TimeoutError:
+        errors["load generator: tasks still running after the time limit"] += 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in pconns + cconns:
+            await c.close()
+    elapsed = max((t_end or time.perf_counter()) - t0, 1e-9)
+    cpu = time.process_time() - cpu0
+    left = await remaining(dsn)
+    return PgQueueResult(
+        workload=f"8p+8c COUNT {count}" if (producers, consumers) == (8, 8) else f"cycle COUNT {count}",
+        items=completed,
+        target_items=target,
+        produced=produced,
+        elapsed=elapsed,
+        items_per_s=completed / elapsed,
+        lost=produced - completed - left,
+        duplicates=duplicates,
+        timed_out=completed < target,
+        client_cpu=cpu / elapsed,
+        errors=dict(errors),
+    )
+
+
+async def produce_batch(
+    dsn: str, *, clients: int = 50, batch: int = 100, seconds: float = 3.0
+) -> PgQueueResult:
+    """`clients` connections each inserting `batch` items per transaction for `seconds` (bench/run.py's
+    produce-batch: `-c 50 QPRODUCE q ITEMS v x100`); what was acknowledged must all be in the table."""
+    await setup(dsn)
+    errors: Counter[str] = Counter()
+    produced = 0
+    conns = [await connect(dsn) for _ in range(clients)]
+    payloads = [b"v"] * batch
+    stop_at = 0.0
+
+    async def producer(conn: asyncpg.Connection) -> None:
+        nonlocal produced
+        while time.perf_counter() < stop_at:
+            try:
+                await conn.execute(PRODUCE, payloads)
+            except asyncpg.PostgresError as exc:
+                errors[f"produce: {type(exc).__name__}"] += 1
+                continue
+            produced += batch
+
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
+    try:
+        await asyncio.wait_for(asyncio.gather(*(producer(c) for c in conns)), seconds + 30)
+    except TimeoutError:
+        errors["load generator: producers still running 30 s after the end"] += 1
+    finally:
+        for c in conns:
+            await c.close()
+    elapsed = time.perf_counter() - t0
+    left = await remaining(dsn)
+    return PgQueueResult(
+        workload=f"produce {batch} items -c {clients}",
+        items=produced,
+        target_items=produced,
+        produced=produced,
+        elapsed=elapsed,
+        items_per_s=produced / elapsed,
+        lost=produced - left,
+        duplicates=0,
+        timed_out=False,
+        client_cpu=(time.process_time() - cpu0) / elapsed,
+        errors=dict(errors),
+    )
+
+
+def run_cycle(dsn: str, **kwargs: Any) -> PgQueueResult:
+    return run_async(cycle(dsn, **kwargs))
+
+
+def run_produce_batch(dsn: str, **kwargs: Any) -> PgQueueResult:
+    return run_async(produce_batch(dsn, **kwargs))
+
+
+def run_all(dsn: str, sizes: Sizes) -> list[PgQueueResult]:
+    """The three measurements of bench/run.py's cycle and produce-batch workloads, in that order."""
+    results = []
+    for count, items in ((1, sizes.cycle_items_1), (100, sizes.cycle_items_100)):
+        results.append(
+            run_cycle(dsn, count=count, batch=count, items=items, time_limit=sizes.cycle_time_limit)
+        )
+    results.append(run_produce_batch(dsn, clients=50, batch=100, seconds=sizes.produce_seconds))
+    return results
+
+
+def problems(results: list[PgQueueResult]) -> list[str]:
+    out = []
+    for r in results:
+        out += [f"{r.workload}: {message} (x{n})" for message, n in r.errors.items()]
+        if r.lost:
+            out.append(f"{r.workload}: {r.lost} acknowledged items lost")
+        if r.duplicates:
+            out.append(f"{r.workload}: {r.duplicates} items leased twice")
+        if r.timed_out:
+            out.append(f"{r.workload}: only {r.items} of {r.target_items} items completed in time")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pgqueue", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the sizes of bench.run --quick")
+    parser.add_argument(
+        "--dsn", help="an existing database (its table pgqueue_items is dropped and made anew)"
+    )
+    parser.add_argument("--json", type=Path, help="write the results and problems here")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else DEFAULT
+    if args.dsn:
+        results = run_all(args.dsn, sizes)
+        server = "given DSN"
+    else:
+        with PgCluster() as pg:
+            results = run_all(pg.create_database("pgqueue"), sizes)
+            server = f"throwaway cluster ({pg.bindir}), fsync on, synchronous_commit on"
+    print(f"{'workload':28} {'items/s':>10} {'items':>8} {'lost':>5} {'dup':>4}")
+    for r in results:
+        print(f"{r.workload:28} {r.items_per_s:10.0f} {r.items:8} {r.lost:5} {r.duplicates:4}")
+    found = problems(results)
+    for line in found:
+        print(f"problem: {line}", file=sys.stderr)
+    if args.json:
+        report = {"server": server, "results": [asdict(r) for r in results], "problems": found}
+        args.json.write_text(json.dumps(report, indent=2))
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
