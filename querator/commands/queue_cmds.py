@@ -65,18 +65,18 @@ def _qcreate(client: ClientState, args: list[bytes]) -> Any:
             for f in QueueOptions.__slots__
         }
     )
-    return Deferred(client.server.service.create_queue(name, options), _ok)  # type: ignore[arg-type]
+    return Deferred(client.server.service.create_queue(name, options), _ok)
 
 
 def _qupdate(client: ClientState, args: list[bytes]) -> Any:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
     update = _parse_queue_options(cursor)
-    return Deferred(client.server.service.update_queue(name, update), _ok)  # type: ignore[arg-type]
+    return Deferred(client.server.service.update_queue(name, update), _ok)
 
 
 def _qdelete(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.delete_queue(_queue_name(ArgCursor(args))), _ok)  # type: ignore[arg-type]
+    return Deferred(client.server.service.delete_queue(_queue_name(ArgCursor(args))), _ok)
 
 
 def _qlist(client: ClientState, args: list[bytes]) -> Any:
@@ -92,10 +92,10 @@ def _qlist(client: ClientState, args: list[bytes]) -> Any:
             raise CommandError(SYNTAX_ERROR)
     user = client.acl
     if user.unrestricted:
-        return Deferred(client.server.service.list_queues(after, limit))  # type: ignore[arg-type]
+        return Deferred(client.server.service.list_queues(after, limit))
     # A restricted user sees only the queues its patterns allow.
     names = client.server.service.list_queues(after, 100_000)
-    return Deferred(names, lambda found: [n for n in found if user.may_access(n)][:limit])  # type: ignore[arg-type]
+    return Deferred(names, lambda found: [n for n in found if user.may_access(n)][:limit])
 
 
 def _info_reply(info: QueueInfo) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def _info_reply(info: QueueInfo) -> dict[str, Any]:
 
 
 def _qinfo(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.queue_info(_queue_name(ArgCursor(args))), _info_reply)  # type: ignore[arg-type]
+    return Deferred(client.server.service.queue_info(_queue_name(ArgCursor(args))), _info_reply)
 
 
 def _stats_reply(stats: QueueStats) -> dict[str, Any]:
@@ -143,11 +143,11 @@ def _stats_reply(stats: QueueStats) -> dict[str, Any]:
 
 
 def _qstats(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.queue_stats(_queue_name(ArgCursor(args))), _stats_reply)  # type: ignore[arg-type]
+    return Deferred(client.server.service.queue_stats(_queue_name(ArgCursor(args))), _stats_reply)
 
 
 def _qlen(client: ClientState, args: list[bytes]) -> Any:
-    return Deferred(client.server.service.queue_length(_queue_name(ArgCursor(args))))  # type: ignore[arg-type]
+    return Deferred(client.server.service.queue_length(_queue_name(ArgCursor(args))))
 
 
 # -- items ------------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Any:
     future = service.produce(
         name, payloads, delay_ms=delay, at_ms=at, kind=kind, reference=reference, encoding=encoding
     )
-    return Deferred(future, _ids_reply)  # type: ignore[arg-type]
+    return Deferred(future, _ids_reply)
 
 
 _LEASED_ITEM = b"*7\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n:%d\r\n:%d\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
@@ -242,7 +242,7 @@ def _qlease(client: ClientState, args: list[bytes]) -> Any:
         else:
             raise CommandError(SYNTAX_ERROR)
     future = client.server.service.lease(name, count, block)
-    return Deferred(future, _lease_reply, blocking=block is not None)  # type: ignore[arg-type]
+    return Deferred(future, _lease_reply, blocking=block is not None)
 
 
 def _ids(cursor: ArgCursor, command: str) -> list[bytes]:
@@ -255,7 +255,7 @@ def _ids(cursor: ArgCursor, command: str) -> list[bytes]:
 def _qcomplete(client: ClientState, args: list[bytes]) -> Any:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    return Deferred(client.server.service.complete(name, cursor.rest()))  # type: ignore[arg-type]
+    return Deferred(client.server.service.complete(name, cursor.rest()))
 
 
 def _qretry(client: ClientState, args: list[bytes]) -> Any:
@@ -278,7 +278,7 @@ def _qretry(client: ClientState, args: list[bytes]) -> Any:
             break
     ids = _ids(cursor, "qretry")
     service = client.server.service
-    return Deferred(service.retry(name, ids, delay_ms=delay, at_ms=at, dead=dead))  # type: ignore[arg-type]
+    return Deferred(service.retry(name, ids, delay_ms=delay, at_ms=at, dead=dead))
 
 
 def _qextend(client: ClientState, args: list[bytes]) -> Any:
@@ -289,13 +289,13 @@ def _qextend(client: ClientState, args: list[bytes]) -> Any:
         cursor.next_bytes()
         lease_for = cursor.next_int()
     ids = _ids(cursor, "qextend")
-    return Deferred(client.server.service.extend(name, ids, lease_for_ms=lease_for))  # type: ignore[arg-type]
+    return Deferred(client.server.service.extend(name, ids, lease_for_ms=lease_for))
 
 
 def _qremove(client: ClientState, args: list[bytes]) -> Any:
     cursor = ArgCursor(args)
     name = _queue_name(cursor)
-    return Deferred(client.server.service.remove(name, cursor.rest()))  # type: ignore[arg-type]
+    return Deferred(client.server.service.remove(name, cursor.rest()))
 
 
 def _qclear(client: ClientState, args: list[bytes]) -> Any:
@@ -306,7 +306,7 @@ def _qclear(client: ClientState, args: list[bytes]) -> Any:
         if cursor.next_bytes().upper() != b"ALL" or cursor:
             raise CommandError(SYNTAX_ERROR)
         include_leased = True
-    return Deferred(client.server.service.clear(name, include_leased=include_leased))  # type: ignore[arg-type]
+    return Deferred(client.server.service.clear(name, include_leased=include_leased))
 
 
 def _item_reply(item: StoredItem) -> dict[str, Any]:
@@ -342,7 +342,7 @@ def _qitems(client: ClientState, args: list[bytes]) -> Any:
         else:
             raise CommandError(SYNTAX_ERROR)
     future = client.server.service.items(name, partition=partition, after=after, limit=limit)
-    return Deferred(future, lambda items: [_item_reply(i) for i in items])  # type: ignore[arg-type]
+    return Deferred(future, lambda items: [_item_reply(i) for i in items])
 
 
 # -- the table ------------------------------------------------------------------------------------------
