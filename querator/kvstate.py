@@ -80,34 +80,32 @@ class KeyValueState(ItemMoves):
 
     # -- the step's frame (called by the actor) ---------------------------------------------------------
 
-    def begin(self) -> None:
-        self.writes.begin()
-
     def flush(self) -> bool:
         """Write the step so far (the counters with it). False if storage failed."""
         return self.writes.flush(self.meta.encode())
-
-    def timers_due(self, now: int) -> bool:
-        return self.timers.any_due(now, self.queue.options.expire_timeout)
-
-    def next_timer_at(self) -> int | None:
-        return self.timers.next_at(self.queue.options.expire_timeout)
 
     # -- timers -----------------------------------------------------------------------------------------
 
     def run_timers(self, now: int) -> None:
         budget = _TIMER_BUDGET
         timers = self.timers
-        while budget and (seq := timers.leases.pop_expired(now)) is not None:
+        heap = timers.leases.heap
+        # The heap is looked at before pop_expired is called: most steps have no lease due.
+        while budget and heap and heap[0][0] <= now and (seq := timers.leases.pop_expired(now)) is not None:
             budget -= 1
             record = self._end_lease(seq)
             self.meta.lease_expired += 1
             if record is not None:
                 self._requeue_or_dead(record, now, now)
-        if budget and timers.schedule_due(now):
+        if budget and timers.next_due is not None and timers.next_due <= now:
             budget = self._promote_due(now, budget)
         expire = self.queue.options.expire_timeout
-        if budget and timers.expiry_due(now, expire):
+        if (
+            budget
+            and expire
+            and timers.next_expiry_created is not None
+            and timers.next_expiry_created + expire <= now
+        ):
             self._expire_items(now, expire, budget)
 
     def _promote_due(self, now: int, budget: int) -> int:

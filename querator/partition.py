@@ -56,8 +56,12 @@ class PartitionActor:
         self._queue = queue
         self._clock = engine.clock
         self._waiters = waiters
+        # The line's deque itself, so the step's "anyone waiting?" is a C-level truth test.
+        self._waiting = waiters.line
         self.state = KeyValueState(engine.store, space, queue, IdFormat(uid, index), dead_letter, self.wake)
         self.state.load()
+        self._writes = self.state.writes
+        self._timers = self.state.timers
         self._inbox: list[Request[Any]] = []
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -101,7 +105,7 @@ class PartitionActor:
 
     @property
     def failed(self) -> BaseException | None:
-        return self.state.writes.failed
+        return self._writes.failed
 
     def start(self) -> None:
         self._clock.subscribe(self.wake)
@@ -133,7 +137,7 @@ class PartitionActor:
     def submit(self, op: Operation[T]) -> asyncio.Future[T]:
         if self._stopping:
             raise TryAgainError(f"partition is stopping; queue '{self._queue.name}'")
-        if self.failed is not None:
+        if self._writes.failed is not None:
             raise self._storage_failed()
         if len(self._inbox) >= self._engine.inbox_limit:
             raise TryAgainError(f"partition is overloaded; queue '{self._queue.name}' partition {self.index}")
@@ -149,13 +153,15 @@ class PartitionActor:
     async def _run(self) -> None:
         loop = self._engine.loop
         clock = self._clock
-        state = self.state
+        timers = self._timers
+        writes = self._writes
+        queue = self._queue
         while True:
-            if not self._inbox and not state.timers_due(clock.now_ms()):
+            if not self._inbox and not timers.any_due(clock.now_ms(), queue.options.expire_timeout):
                 if self._stopping:
                     return
                 self._wake = loop.create_future()
-                at = state.next_timer_at()
+                at = timers.next_at(queue.options.expire_timeout)
                 delay = max(0.0, (at - clock.now_ms()) / 1000) if at is not None else None
                 handle = loop.call_later(delay, self.wake) if delay is not None else None
                 try:
@@ -164,7 +170,7 @@ class PartitionActor:
                     self._wake = None
                     if handle is not None:
                         handle.cancel()
-            if self.failed is not None:
+            if writes.failed is not None:
                 self._refuse_inbox()
                 continue
             try:
@@ -173,10 +179,10 @@ class PartitionActor:
                 # Not a request's fault (those are caught per request in _step): answer everyone waiting on
                 # this step rather than leave them hanging, and refuse work until a restart reloads storage.
                 log.exception("partition %s/%d step failed", self._queue.name, self.index)
-                state.writes.failed = exc
+                writes.failed = exc
                 self._resolve(self._results, exc)
                 self._results = []
-            if self._inbox or state.timers_due(clock.now_ms()):
+            if self._inbox or timers.any_due(clock.now_ms(), queue.options.expire_timeout):
                 await asyncio.sleep(0)  # more work is waiting: let the other connections and actors run first
 
     def _refuse_inbox(self) -> None:
@@ -194,7 +200,7 @@ class PartitionActor:
         now = self._clock.now_ms()
         state = self.state
         inbox = self._take_inbox()
-        state.begin()
+        self._writes.begin()
         self._results = results = []
         state.run_timers(now)
         for request in inbox:
@@ -210,7 +216,7 @@ class PartitionActor:
                 # state machine changes nothing before its last check, so the rest of the step is unharmed.
                 log.exception("%s failed on %s/%d", type(request.op).__name__, self._queue.name, self.index)
                 results.append((future, QueratorError("internal error; see the server log")))
-        if self._waiters and state.meta.ready:
+        if self._waiting and state.meta.ready:
             results.extend(self._waiters.deal(lambda count: state.take_ready(count, now)))
         self._commit()
 
@@ -232,9 +238,10 @@ class PartitionActor:
         self._results = []
         state = self.state
         written = state.flush()
-        wrote = state.writes.end()
-        if not written or self.failed is not None:
-            self._resolve(results, TryAgainError(f"storage failed; {self.failed}"))
+        writes = self._writes
+        wrote = writes.end()
+        if not written or writes.failed is not None:
+            self._resolve(results, TryAgainError(f"storage failed; {writes.failed}"))
             return
         if wrote and self._engine.wait_for_sync:
             self._engine.store.after_sync(lambda error: self._resolve(results, error))
@@ -257,7 +264,7 @@ class PartitionActor:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-        if abandoned and not self._stopping and self.failed is None:
+        if abandoned and not self._stopping and self._writes.failed is None:
             self.submit(Release(abandoned))
 
 

@@ -46,22 +46,22 @@ class Waiter:
 class WaitLine:
     """The consumers blocked on one queue, in arrival order."""
 
-    __slots__ = ("_clock", "_loop", "_waiters")
+    __slots__ = ("_clock", "_loop", "line")
 
     def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
         self._clock = clock
         self._loop = loop
-        self._waiters: deque[Waiter] = deque()
+        self.line: deque[Waiter] = deque()  # read-only outside this class
 
     def __bool__(self) -> bool:
-        return bool(self._waiters)
+        return bool(self.line)
 
     def __len__(self) -> int:
-        return len(self._waiters)
+        return len(self.line)
 
     def waiting(self) -> int:
         """Consumers still waiting (not those answered and about to leave)."""
-        return sum(1 for w in self._waiters if not w.future.done())
+        return sum(1 for w in self.line if not w.future.done())
 
     def deadline(self, block_ms: int) -> int | None:
         """When a BLOCK of `block_ms` that starts now ends; None for BLOCK 0 (no limit)."""
@@ -72,7 +72,7 @@ class WaitLine:
         hold ready items run a step, so items that are already there are dealt at once."""
         future: asyncio.Future[Items] = self._loop.create_future()
         waiter = Waiter(count, future)
-        self._waiters.append(waiter)
+        self.line.append(waiter)
         if deadline is not None:
             waiter.timer = self._clock.call_at(deadline, waiter.time_out)
         future.add_done_callback(lambda _: self._leave(waiter))
@@ -105,19 +105,19 @@ class WaitLine:
         # dealt them (PartitionActor._resolve); here the waiter only leaves the line.
         waiter.served()
         with contextlib.suppress(ValueError):
-            self._waiters.remove(waiter)
+            self.line.remove(waiter)
 
     def fail_all(self, error: QueratorError) -> None:
-        for waiter in list(self._waiters):
+        for waiter in list(self.line):
             if not waiter.future.done():
                 waiter.future.set_exception(error)
-        self._waiters.clear()
+        self.line.clear()
 
     def deal(self, take: Callable[[int], Items]) -> Dealt:
         """Lease what the live waiters want in one pass from the head (`take`, FIFO order), then deal the
         items one at a time in arrival order, round after round, until each has its COUNT or none are
         left; the served waiters leave the line."""
-        line = self._waiters
+        line = self.line
         live = [w for w in line if not w.future.done()]
         wanted = sum(w.count for w in live)
         items = take(wanted) if wanted else []

@@ -49,10 +49,11 @@ class MemoryWriteSet:
         self.ops: list[tuple[MemoryKeySpace, bytes, bytes | None]] = []
 
     def put(self, space: KeySpace, key: bytes, value: bytes) -> None:
-        self.ops.append((_own(space), key, value))
+        # `_own` inlined: put and delete run once per item on the unbatched paths.
+        self.ops.append((cast(MemoryKeySpace, space), key, value))
 
     def delete(self, space: KeySpace, key: bytes) -> None:
-        self.ops.append((_own(space), key, None))
+        self.ops.append((cast(MemoryKeySpace, space), key, None))
 
     def put_many(self, space: KeySpace, keys: list[bytes], values: list[bytes]) -> None:
         own = _own(space)
