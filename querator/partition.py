@@ -60,6 +60,7 @@ class PartitionActor:
         self._waiting = waiters.line
         self.state = KeyValueState(engine.store, space, queue, IdFormat(uid, index), dead_letter, self.wake)
         self.state.load()
+        self.index = index  # an attribute, not a property: read by every lease plan
         self._writes = self.state.writes
         self._timers = self.state.timers
         self._inbox: list[Request[Any]] = []
@@ -69,10 +70,6 @@ class PartitionActor:
         self._results: list[_Result] = []
 
     # -- engine.PartitionReads: read between steps ------------------------------------------------------
-
-    @property
-    def index(self) -> int:
-        return self.state.index
 
     @property
     def ready(self) -> int:
