@@ -20,9 +20,10 @@ class Clock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    def call_at(self, when_ms: int, callback: Callable[[], None]) -> Timer:
-        """Call `callback` on the running loop once `now_ms() >= when_ms`."""
-        return _LoopTimer(self, when_ms, callback)
+    def call_at(self, loop: asyncio.AbstractEventLoop, when_ms: int, callback: Callable[[], None]) -> Timer:
+        """Call `callback` on `loop` once `now_ms() >= when_ms`. The loop is passed in because
+        asyncio.get_running_loop() costs a getpid() system call, once per blocking lease here."""
+        return _LoopTimer(self, loop, when_ms, callback)
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Real time moves by itself; actors use loop timers, so there is nothing to notify."""
@@ -37,11 +38,13 @@ class _LoopTimer:
 
     __slots__ = ("_callback", "_clock", "_handle", "_loop", "_when")
 
-    def __init__(self, clock: Clock, when_ms: int, callback: Callable[[], None]) -> None:
+    def __init__(
+        self, clock: Clock, loop: asyncio.AbstractEventLoop, when_ms: int, callback: Callable[[], None]
+    ) -> None:
         self._clock = clock
         self._when = when_ms
         self._callback = callback
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._handle = self._arm()
 
     def _arm(self) -> asyncio.TimerHandle:
@@ -78,11 +81,11 @@ class ManualClock(Clock):
         for callback in list(self._subscribers):
             callback()
 
-    def call_at(self, when_ms: int, callback: Callable[[], None]) -> Timer:
+    def call_at(self, loop: asyncio.AbstractEventLoop, when_ms: int, callback: Callable[[], None]) -> Timer:
         timer = _ManualTimer(callback)
         if when_ms <= self._now:
             # Never call back from inside the caller's own code: a loop turn later, as a real timer would.
-            asyncio.get_running_loop().call_soon(timer.fire)
+            loop.call_soon(timer.fire)
         else:
             heapq.heappush(self._timers, (when_ms, next(self._order), timer))
         return timer

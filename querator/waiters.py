@@ -74,7 +74,7 @@ class WaitLine:
         waiter = Waiter(count, future)
         self.line.append(waiter)
         if deadline is not None:
-            waiter.timer = self._clock.call_at(deadline, waiter.time_out)
+            waiter.timer = self._clock.call_at(self._loop, deadline, waiter.time_out)
         future.add_done_callback(lambda _: self._leave(waiter))
         nudge()
         return future
