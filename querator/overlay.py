@@ -1,6 +1,7 @@
 """The writes of one partition step: one write set, and an overlay of the keys it wrote so the step's
 later requests read them back (a produce then a lease in one step behaves as if each ran alone, ADR 3).
-Storage is only read through `get` while a step runs, so a key written in the step is never read stale."""
+Within a step a written key is read from the overlay (`get`), and scans of storage skip the overlay's
+keys, so nothing the step wrote is ever read stale."""
 
 from __future__ import annotations
 
