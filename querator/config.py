@@ -80,7 +80,7 @@ class Config:
     backend: Backend = "rocksdb"
     data: str = "./data"
     durability: Durability = "fsync"
-    # Shared memtable budget for all column families, so many queues do not each get their own buffers.
+    # Memtable budget shared by every partition: all live in one column family (ADR 7).
     rocksdb_write_buffer_bytes: int = 64 * 1024 * 1024
     rocksdb_block_cache_bytes: int = 32 * 1024 * 1024
     # Limits

@@ -9,15 +9,12 @@ name are left as they are. Declarations are applied dead queues first, whatever 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol
 
 from querator.config import ConfigError, QueueDeclaration
 from querator.errors import NoQueueError, QueratorError
-from querator.model import QueueInfo, QueueUpdate
-
-if TYPE_CHECKING:
-    from querator.service import Service
+from querator.model import QueueInfo, QueueOptions, QueueUpdate
 
 log = logging.getLogger("querator.declared")
 
@@ -82,14 +79,28 @@ def changes(declaration: QueueDeclaration, info: QueueInfo) -> dict[str, tuple[A
     return found
 
 
-async def _existing(service: Service) -> set[str]:
+class QueueAdmin(Protocol):
+    """The part of `Service` that declarations use: handed in, so this module sits below the Service."""
+
+    def list_queues(self, after: str = "", limit: int = 1000) -> Awaitable[list[str]]: ...
+
+    def queue_info(self, name: str) -> Awaitable[QueueInfo]: ...
+
+    def create_queue(self, name: str, options: QueueOptions | None = None) -> Awaitable[None]: ...
+
+    def update_queue(self, name: str, changes: QueueUpdate) -> Awaitable[None]: ...
+
+    async def close(self) -> None: ...
+
+
+async def _existing(service: QueueAdmin) -> set[str]:
     names: list[str] = []
     while batch := await service.list_queues(after=names[-1] if names else "", limit=100_000):
         names.extend(batch)
     return set(names)
 
 
-async def apply_declarations(service: Service, declarations: Sequence[QueueDeclaration]) -> None:
+async def apply_declarations(service: QueueAdmin, declarations: Sequence[QueueDeclaration]) -> None:
     """Create the declared queues that are missing and bring the named options of the others in line."""
     if not declarations:
         return
@@ -109,7 +120,7 @@ async def apply_declarations(service: Service, declarations: Sequence[QueueDecla
         raise
 
 
-async def _apply(service: Service, declaration: QueueDeclaration) -> None:
+async def _apply(service: QueueAdmin, declaration: QueueDeclaration) -> None:
     name = declaration.name
     try:
         info = await service.queue_info(name)

@@ -109,6 +109,17 @@ class PartitionStats:
 
 
 @dataclass(slots=True)
+class PartitionCounters:
+    """A partition's lifetime counters (QSTATS), kept across restarts."""
+
+    produced: int = 0
+    completed: int = 0
+    retried: int = 0
+    lease_expired: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass(slots=True)
 class QueueStats:
     ready: int
     leased: int

@@ -1,63 +1,73 @@
-"""A queue: its options, its partition actors, the consumers blocked waiting for items, and the choice of
-partition for each produce (fewest ready, ties rotate) and lease (rotate over partitions with items)."""
+"""A queue: its options, its partitions, its line of blocked consumers, and how one request is spread
+over the partitions: a produce goes to the one with the fewest ready items (ties rotate), a lease rotates
+over those that have items, ids go to the partition they name. It is the only writer of its own
+partitions: another queue's items arrive through `accept_dead_letter`, never by reaching in."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+from querator.engine import (
+    Clear,
+    EngineContext,
+    Lease,
+    Nudge,
+    Operation,
+    Partition,
+    PartitionReads,
+    Read,
+    ReindexExpiry,
+)
+from querator.futures import combine, done, one_or_combined
 from querator.model import LeasedItem, QueueInfo, QueueOptions
 from querator.partition import PartitionActor
 from querator.records import Record
+from querator.store.base import WriteSet
+from querator.waiters import WaitLine
 
-if TYPE_CHECKING:
-    from querator.service import Service
-
-
-class Waiter:
-    """A consumer blocked in QLEASE ... BLOCK; partitions deal items into `items`."""
-
-    __slots__ = ("count", "future", "items", "timer")
-
-    def __init__(self, count: int, future: asyncio.Future[list[LeasedItem]]) -> None:
-        self.count = count
-        self.future = future
-        self.items: list[LeasedItem] = []
-        self.timer: asyncio.TimerHandle | None = None
-
-    def served(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+Items = list[LeasedItem]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Queue:
     def __init__(
-        self, service: Service, name: str, uid: int, options: QueueOptions, created_at: int, updated_at: int
+        self,
+        engine: EngineContext,
+        name: str,
+        uid: int,
+        options: QueueOptions,
+        created_at: int,
+        updated_at: int,
     ) -> None:
-        self.service = service
+        self._engine = engine
         self.name = name
         self.uid = uid
         self.options = options
         self.created_at = created_at
         self.updated_at = updated_at
-        self.partitions: list[PartitionActor] = []
-        self.waiters: deque[Waiter] = deque()
+        self.partitions: list[Partition] = []
+        self.waiters = WaitLine(engine.clock, engine.loop)
         self.dead_queue: Queue | None = None
         self._produce_turn = 0
         self._lease_turn = 0
 
     def space_name(self, index: int) -> str:
-        return f"q{self.uid}.p{index}"
+        return space_name(self.uid, index)
 
     def add_partitions(self, count: int, start: bool) -> None:
         for index in range(len(self.partitions), count):
-            space = self.service.store.space(self.space_name(index))
-            actor = PartitionActor(self, index, space)
-            self.partitions.append(actor)
+            space = self._engine.store.space(self.space_name(index))
+            partition = PartitionActor(
+                self._engine, self, self.uid, index, space, self.waiters, self._send_to_dead_queue
+            )
+            # The key-value engine's partition: the one kind there is until a SQL engine sits beside it
+            # and the choice moves into EngineContext (ADR 9).
+            self.partitions.append(partition)
             if start:
-                actor.start()
+                partition.start()
 
     def info(self) -> QueueInfo:
         o = self.options
@@ -74,9 +84,24 @@ class Queue:
         )
 
     def ready(self) -> int:
-        return sum(p.meta.ready for p in self.partitions)
+        return sum(p.ready for p in self.partitions)
 
-    def produce_partition(self) -> PartitionActor:
+    # -- dead letters -----------------------------------------------------------------------------------
+
+    def _send_to_dead_queue(self, ws: WriteSet, record: Record, now: int) -> None:
+        """Handed to this queue's partitions: where their dead letters go (nowhere: deleted)."""
+        dead = self.dead_queue
+        if dead is not None:
+            dead.accept_dead_letter(ws, record, now)
+
+    def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
+        """An item dead-lettered by another queue's step, added in that step's write set (ADR 3)."""
+        target = min(self.partitions, key=lambda p: p.ready)
+        target.accept_dead_letter(ws, record, now)
+
+    # -- spreading requests over partitions -------------------------------------------------------------
+
+    def produce_partition(self) -> Partition:
         """The partition with the fewest ready items; among equals, the next one after the last choice."""
         partitions = self.partitions
         count = len(partitions)
@@ -84,25 +109,25 @@ class Queue:
             return partitions[0]
         start = self._produce_turn
         best = partitions[start % count]
-        best_ready = best.meta.ready + best.inbox_size()
+        best_ready = best.ready + best.pending()
         for offset in range(1, count):
             candidate = partitions[(start + offset) % count]
-            ready = candidate.meta.ready + candidate.inbox_size()
+            ready = candidate.ready + candidate.pending()
             if ready < best_ready:
                 best, best_ready = candidate, ready
         self._produce_turn = (best.index + 1) % count
         return best
 
-    def lease_plan(self, count: int) -> list[tuple[PartitionActor, int]]:
+    def lease_plan(self, count: int) -> list[tuple[Partition, int]]:
         """Split a lease over the partitions that have ready items, starting after the last one used."""
         partitions = self.partitions
         n = len(partitions)
-        plan: list[tuple[PartitionActor, int]] = []
+        plan: list[tuple[Partition, int]] = []
         remaining = count
         start = self._lease_turn
         for offset in range(n):
             partition = partitions[(start + offset) % n]
-            ready = partition.meta.ready
+            ready = partition.ready
             if ready <= 0:
                 continue
             take = min(ready, remaining)
@@ -116,11 +141,67 @@ class Queue:
             # Items may be on their way: a produce handed to a partition but not applied yet. Ask that
             # partition too, so a lease pipelined after a produce on the same connection sees its items.
             for partition in partitions:
-                if partition.has_pending():
+                if partition.pending():
                     plan.append((partition, remaining))
                     break
         return plan
 
-    def accept_dead_letter(self, ws: Any, record: Record, now: int) -> None:
-        target = min(self.partitions, key=lambda p: p.meta.ready)
-        target.accept_external(ws, record, now)
+    def lease(self, count: int, block_ms: int | None) -> asyncio.Future[Items]:
+        """Lease up to `count` items; with `block_ms`, wait in line that long (0: without limit)."""
+        plan = self.lease_plan(count)
+        loop = self._engine.loop
+        if not plan:
+            if block_ms is None:
+                return done(loop, [])
+            return self.waiters.wait(count, self.waiters.deadline(block_ms), self._nudge)
+        futures = [p.submit(Lease(n)) for p, n in plan]
+        # One partition (the common case): its own future, without an extra hop.
+        leased = futures[0] if len(futures) == 1 else combine(futures, _concat)
+        if block_ms is None:
+            return leased
+        return self.waiters.wait_after(leased, count, self.waiters.deadline(block_ms), self._nudge)
+
+    def _nudge(self) -> None:
+        """Make the partitions holding ready items run a step, which deals them to the waiting line."""
+        for partition in self.partitions:
+            if partition.ready:
+                partition.submit(Nudge())
+
+    def by_ids(
+        self, groups: dict[int, list[int]], make: Callable[[list[int]], Operation[int]]
+    ) -> asyncio.Future[int]:
+        """One operation per partition named by the ids (`groups`: partition -> seqs); the sum of answers."""
+        futures = [self.partitions[p].submit(make(seqs)) for p, seqs in groups.items()]
+        if not futures:
+            return done(self._engine.loop, 0)
+        return futures[0] if len(futures) == 1 else combine(futures, sum)
+
+    def clear(self, include_leased: bool) -> asyncio.Future[int]:
+        return one_or_combined([p.submit(Clear(include_leased)) for p in self.partitions], sum)
+
+    def reindex_expiry(self, enabled: bool) -> list[asyncio.Future[int]]:
+        return [p.submit(ReindexExpiry(enabled)) for p in self.partitions]
+
+    def read(
+        self,
+        partitions: Sequence[Partition],
+        reader: Callable[[PartitionReads], T],
+        combine_all: Callable[[list[T]], R],
+    ) -> asyncio.Future[R]:
+        """Read each partition after the requests already handed to it, so a read sees every earlier write
+        of the same caller (a pipelined QPRODUCE then QLEN counts the produced items). An idle partition is
+        read at once; a busy one inside its next step, at the read's place in its inbox."""
+        loop = self._engine.loop
+        if not any(p.pending() for p in partitions):
+            return done(loop, combine_all([reader(p) for p in partitions]))
+        parts = [p.submit(Read(reader)) if p.pending() else done(loop, reader(p)) for p in partitions]
+        return combine(parts, combine_all)
+
+
+def space_name(uid: int, index: int) -> str:
+    """The key space of partition `index` of the queue incarnation `uid`."""
+    return f"q{uid}.p{index}"
+
+
+def _concat(results: list[Items]) -> Items:
+    return [item for items in results for item in items]

@@ -139,29 +139,6 @@ def new_record_prefix(
     )
 
 
-_TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(100))
-
-
-def prefixed_decimals(prefix: str, first: int, count: int) -> list[str]:
-    """`prefix + str(n)` for `count` consecutive n from `first`: a produced batch's ids.
-
-    Formatting each n costs more than anything else per id, so a run of up to 100 numbers that share all
-    but their last two digits is built as one common head plus a two-digit tail from a table: one
-    concatenation per id, in C."""
-    end = first + count
-    if first < 100:  # the tails would need leading zeros; only a partition's first items get here
-        return [f"{prefix}{n}" for n in range(first, end)]
-    ids: list[str] = []
-    high, low = divmod(first, 100)
-    while first < end:
-        take = min(100 - low, end - first)
-        ids.extend(map(f"{prefix}{high}".__add__, _TWO_DIGITS[low : low + take]))
-        first += take
-        high += 1
-        low = 0
-    return ids
-
-
 def ready_keys(first_seq: int, count: int) -> list[bytes]:
     """The ready keys of `count` consecutive seqs from `first_seq`."""
     return seq_keys(READY, range(first_seq, first_seq + count))

@@ -1,7 +1,8 @@
 """Storage backends behind one small interface (`Store`, `KeySpace`, `WriteSet`).
 
-A backend is an ordered key-value store with named key spaces (a RocksDB column family per partition,
-plus one for queue metadata) and atomic multi-key-space batches. Nothing here knows about leases or
+A backend is an ordered key-value store with named key spaces (in RocksDB, each a prefixed key range of
+one column family, ADR 7: one per partition plus one for queue metadata) and atomic multi-key-space
+batches. Nothing here knows about leases or
 items; partitions build their batches and decide when to wait for durability.
 """
 

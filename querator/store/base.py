@@ -1,6 +1,8 @@
-"""The storage interface. Writes are applied with `write()` (visible at once, in the OS but not yet
-fsync'd for a durable backend); `sync()` makes everything written so far durable, and concurrent callers
-share one sync (group commit)."""
+"""The storage interface the engine is typed against; every backend satisfies it (mypy checks it where
+`open_store` returns one). Writes are applied with `write()` (visible at once, in the OS but not yet
+fsync'd for a durable backend); `after_sync` calls back once everything written before it is durable,
+and concurrent callers share one sync (group commit, ADR 4). A write set and the key spaces it names
+always come from the same store."""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
-"""Builds the configured backend."""
+"""Builds the configured backend; the return type is where mypy proves each backend is a `Store`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from querator.config import Config
+from querator.store.base import Store
 
 
-def open_store(config: Config) -> Any:
+def open_store(config: Config) -> Store:
     if config.backend == "memory":
         from querator.store.memory import MemoryStore
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import islice
+from typing import cast
 
 from sortedcontainers import SortedDict
+
+from querator.store.base import KeySpace, WriteSet
 
 
 class MemoryKeySpace:
@@ -38,22 +41,28 @@ class MemoryKeySpace:
 
 
 class MemoryWriteSet:
+    """Key spaces come typed as the Protocol and are narrowed with `cast` (free of checks): a write set
+    only ever gets key spaces of the store that made it."""
+
     __slots__ = ("ops",)
 
     def __init__(self) -> None:
         self.ops: list[tuple[MemoryKeySpace, bytes, bytes | None]] = []
 
-    def put(self, space: MemoryKeySpace, key: bytes, value: bytes) -> None:
-        self.ops.append((space, key, value))
+    def put(self, space: KeySpace, key: bytes, value: bytes) -> None:
+        # put and delete run once per item on the unbatched paths: one cast, no helper call.
+        self.ops.append((cast(MemoryKeySpace, space), key, value))
 
-    def delete(self, space: MemoryKeySpace, key: bytes) -> None:
-        self.ops.append((space, key, None))
+    def delete(self, space: KeySpace, key: bytes) -> None:
+        self.ops.append((cast(MemoryKeySpace, space), key, None))
 
-    def put_many(self, space: MemoryKeySpace, keys: list[bytes], values: list[bytes]) -> None:
-        self.ops.extend((space, key, value) for key, value in zip(keys, values, strict=True))
+    def put_many(self, space: KeySpace, keys: list[bytes], values: list[bytes]) -> None:
+        own = cast(MemoryKeySpace, space)
+        self.ops.extend((own, key, value) for key, value in zip(keys, values, strict=True))
 
-    def delete_many(self, space: MemoryKeySpace, keys: list[bytes]) -> None:
-        self.ops.extend((space, key, None) for key in keys)
+    def delete_many(self, space: KeySpace, keys: list[bytes]) -> None:
+        own = cast(MemoryKeySpace, space)
+        self.ops.extend((own, key, None) for key in keys)
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -82,13 +91,14 @@ class MemoryStore:
     def new_write_set(self) -> MemoryWriteSet:
         return MemoryWriteSet()
 
-    def write(self, batch: MemoryWriteSet) -> None:
-        for space, key, value in batch.ops:
+    def write(self, batch: WriteSet) -> None:
+        ops = cast(MemoryWriteSet, batch).ops
+        for space, key, value in ops:
             if value is None:
                 space.data.pop(key, None)
             else:
                 space.data[key] = value
-        batch.ops.clear()
+        ops.clear()
 
     def after_sync(self, callback: Callable[[BaseException | None], None]) -> None:
         callback(None)

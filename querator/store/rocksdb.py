@@ -16,13 +16,15 @@ import struct
 import sys
 import threading
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import rocksdict
+
+from querator.speed import consume
+from querator.store.base import KeySpace, WriteSet
 
 log = logging.getLogger("querator.store.rocksdb")
 
@@ -92,29 +94,31 @@ class RocksKeySpace:
 
 
 class RocksWriteSet:
+    """Key spaces come typed as the Protocol; they are this store's own (`_prefix`), never another's."""
+
     __slots__ = ("batch", "count")
 
     def __init__(self) -> None:
         self.batch = rocksdict.WriteBatch(raw_mode=True)
         self.count = 0
 
-    def put(self, space: RocksKeySpace, key: bytes, value: bytes) -> None:
-        self.batch.put(space.prefix + key, value)
+    def put(self, space: KeySpace, key: bytes, value: bytes) -> None:
+        # `_prefix` inlined: put and delete run once per item on the unbatched paths.
+        self.batch.put(cast(RocksKeySpace, space).prefix + key, value)
         self.count += 1
 
-    def delete(self, space: RocksKeySpace, key: bytes) -> None:
-        self.batch.delete(space.prefix + key)
+    def delete(self, space: KeySpace, key: bytes) -> None:
+        self.batch.delete(cast(RocksKeySpace, space).prefix + key)
         self.count += 1
 
-    def put_many(self, space: RocksKeySpace, keys: list[bytes], values: list[bytes]) -> None:
+    def put_many(self, space: KeySpace, keys: list[bytes], values: list[bytes]) -> None:
         if len(keys) != len(values):
             raise ValueError("put_many needs as many values as keys")
-        # Iterated in C: no Python bytecode per item (a zero-length deque consumes the map).
-        deque(map(self.batch.put, map(space.prefix.__add__, keys), values), maxlen=0)
+        consume(map(self.batch.put, map(_prefix(space).__add__, keys), values))
         self.count += len(keys)
 
-    def delete_many(self, space: RocksKeySpace, keys: list[bytes]) -> None:
-        deque(map(self.batch.delete, map(space.prefix.__add__, keys)), maxlen=0)
+    def delete_many(self, space: KeySpace, keys: list[bytes]) -> None:
+        consume(map(self.batch.delete, map(_prefix(space).__add__, keys)))
         self.count += len(keys)
 
     def __len__(self) -> int:
@@ -214,9 +218,10 @@ class RocksStore:
     def new_write_set(self) -> RocksWriteSet:
         return RocksWriteSet()
 
-    def write(self, batch: RocksWriteSet) -> None:
-        if batch.count:
-            self._db.write(batch.batch, self._write_options)
+    def write(self, batch: WriteSet) -> None:
+        own = cast(RocksWriteSet, batch)
+        if own.count:
+            self._db.write(own.batch, self._write_options)
 
     def after_sync(self, callback: _SyncCallback) -> None:
         self._sync.request(callback)
@@ -232,6 +237,11 @@ class RocksStore:
         self._db.flush_wal(True)
         self._spaces.clear()
         self._db.close()
+
+
+def _prefix(space: KeySpace) -> bytes:
+    """The prefix of a key space this store made (a write set never mixes stores)."""
+    return cast(RocksKeySpace, space).prefix
 
 
 class _GroupSync:

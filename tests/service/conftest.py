@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from querator.clock import ManualClock
+from querator.clock import Clock, ManualClock
 from querator.config import Config
 from querator.model import QueueOptions, StoredItem
 from querator.service import Service
@@ -36,6 +36,10 @@ class Env:
 
     def service(self, **overrides: Any) -> Service:
         return Service(self.config(**overrides), clock=self.clock)
+
+    def real_time_service(self, **overrides: Any) -> Service:
+        """A service on the real clock, for the few tests that measure real time (BLOCK timeouts)."""
+        return Service(self.config(**overrides), clock=Clock())
 
     @staticmethod
     async def settle(rounds: int = 10) -> None:

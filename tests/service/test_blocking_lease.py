@@ -1,6 +1,7 @@
 """QLEASE ... BLOCK: waiting, waking, fair dealing among waiters, and consumers that go away.
 
-Only the BLOCK timeouts use real time (at most 200 ms); everything else is driven by produces.
+Two tests measure a BLOCK timeout in real time (on the real clock, at most 100 ms each); every other
+BLOCK deadline is driven by the manual clock, and everything else by produces.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tests.support import run
 
 def test_blocking_lease_returns_empty_after_timeout(env) -> None:
     async def main() -> None:
-        async with env.service() as svc:
+        async with env.real_time_service() as svc:
             await svc.create_queue("q")
             started = time.monotonic()
             got = await asyncio.wait_for(svc.lease("q", block_ms=100), 5)
@@ -312,7 +313,7 @@ def test_blocking_lease_that_loses_the_race_waits_for_next_item(env) -> None:
 
 def test_blocking_lease_that_loses_the_race_times_out_empty(env) -> None:
     async def main() -> None:
-        async with env.service() as svc:
+        async with env.real_time_service() as svc:
             await svc.create_queue("q")
             await svc.produce("q", [b"a"])
             first = svc.lease("q")

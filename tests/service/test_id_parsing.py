@@ -11,11 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from querator.errors import CommandError
+from querator.ids import ids_by_partition, ids_of_one_partition, prefixed_decimals
 from querator.model import MAX_ID_BYTES
-from querator.records import prefixed_decimals
-from querator.service import _ids_by_partition, _ids_of_one_partition
 
-QUEUE: Any = SimpleNamespace(uid=7, partitions=[None, None, None])
+UID, PARTITIONS = 7, 3  # the queue the ids are parsed for
 
 # Pieces that make well-formed ids of this queue, of an earlier queue, of a missing partition, and
 # malformed ones (signs, spaces, empty parts, non-ASCII digits, extra dashes).
@@ -30,14 +29,14 @@ _id = st.builds(lambda u, p, s: f"{u}-{p}-{s}".encode(), _uid, _partition, _seq)
 
 def _general(ids: list[Any]) -> dict[int, list[int]] | str:
     try:
-        return _ids_by_partition(QUEUE, ids)
+        return ids_by_partition(UID, PARTITIONS, ids)
     except CommandError as exc:
         return str(exc)
 
 
 @given(st.lists(_id, min_size=1, max_size=30))
 def test_fast_path_agrees_with_the_general_parser(ids: list[bytes]) -> None:
-    fast = _ids_of_one_partition(QUEUE, ids)
+    fast = ids_of_one_partition(UID, PARTITIONS, ids)
     if fast is not None:
         assert fast == _general(ids)
 
@@ -46,7 +45,7 @@ def test_fast_path_agrees_with_the_general_parser(ids: list[bytes]) -> None:
 def test_fast_path_takes_one_partitions_ids(partition: int, seqs: list[int]) -> None:
     ids = [b"7-%d-%d" % (partition, seq) for seq in seqs]
     expected = {partition: list(dict.fromkeys(seqs))}
-    assert _ids_of_one_partition(QUEUE, ids) == expected
+    assert ids_of_one_partition(UID, PARTITIONS, ids) == expected
     assert _general(ids) == expected
 
 
@@ -63,7 +62,7 @@ def test_fast_path_takes_one_partitions_ids(partition: int, seqs: list[int]) -> 
     ],
 )
 def test_anything_unusual_goes_to_the_general_parser(ids: list[Any]) -> None:
-    assert _ids_of_one_partition(QUEUE, ids) is None
+    assert ids_of_one_partition(UID, PARTITIONS, ids) is None
 
 
 def test_the_general_parser_names_the_first_malformed_id() -> None:

@@ -1,0 +1,251 @@
+"""The engine boundary: what the Service (through its queues) asks of a partition, as typed operations,
+and what a partition is handed to do its work. Everything a partition needs comes in through here (the
+store, the clock, limits, the sync policy, a read-only view of its queue); nothing in an engine imports
+the layers above it. ADR 9 says why the boundary is drawn here and how a SQL engine would sit beside
+the key-value one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from querator.clock import Clock
+from querator.errors import QueratorError
+from querator.model import LeasedItem, PartitionCounters, PartitionStats, QueueOptions, StoredItem
+from querator.store.base import Store
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+if TYPE_CHECKING:
+    from querator.records import Record
+    from querator.store.base import WriteSet
+
+
+@dataclass(slots=True)
+class EngineContext:
+    """What every partition of one Service shares; handed down, never reached for."""
+
+    store: Store
+    clock: Clock
+    loop: asyncio.AbstractEventLoop
+    inbox_limit: int  # requests a partition holds before it answers -TRYAGAIN (`partition-inbox`)
+    wait_for_sync: bool  # replies wait for the fsync (durability "fsync" on a durable backend)
+
+
+class QueueView(Protocol):
+    """The part of its queue a partition may read: its name and current options (they change on QUPDATE,
+    so a partition reads them when it needs them instead of keeping a copy)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def options(self) -> QueueOptions: ...
+
+
+# Where a partition sends an item that leaves its queue (max attempts, expiry, QRETRY DEAD): its queue
+# hands it to the dead queue's own partition, which adds it in the sending step's write set, so the move
+# is one atomic write (ADR 3); without a dead queue the item is simply gone.
+DeadLetter = Callable[["WriteSet", "Record", int], None]
+
+
+class Operations(Protocol):
+    """One method per operation; a partition's state machine implements them (the visitor of `apply`)."""
+
+    def produce(self, op: Produce, now: int) -> list[str]: ...
+    def lease(self, op: Lease, now: int) -> list[LeasedItem]: ...
+    def complete(self, op: Complete, now: int) -> int: ...
+    def retry(self, op: Retry, now: int) -> int: ...
+    def release(self, op: Release, now: int) -> int: ...
+    def extend(self, op: Extend, now: int) -> int: ...
+    def remove(self, op: Remove, now: int) -> int: ...
+    def clear(self, op: Clear, now: int) -> int: ...
+    def reindex_expiry(self, op: ReindexExpiry, now: int) -> int: ...
+    def read(self, op: Read[T], now: int) -> T: ...
+
+
+class Operation(Generic[T_co]):
+    """A request's operation and arguments; `T_co` is what it answers. `weight` is what it costs a step
+    (items, ids or leases), so a step can bound its work."""
+
+    __slots__ = ()
+
+    @property
+    def weight(self) -> int:
+        return 1
+
+    def apply(self, ops: Operations, now: int) -> T_co:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class Produce(Operation[list[str]]):
+    payloads: Sequence[bytes]
+    due: int  # 0 or not after now: ready at once
+    kind: bytes
+    reference: bytes
+    encoding: bytes
+
+    @property
+    def weight(self) -> int:
+        return len(self.payloads)
+
+    def apply(self, ops: Operations, now: int) -> list[str]:
+        return ops.produce(self, now)
+
+
+@dataclass(slots=True)
+class Lease(Operation[list[LeasedItem]]):
+    count: int
+
+    @property
+    def weight(self) -> int:
+        return self.count
+
+    def apply(self, ops: Operations, now: int) -> list[LeasedItem]:
+        return ops.lease(self, now)
+
+
+@dataclass(slots=True)
+class _BySeqs(Operation[int]):
+    """An operation on items named by id (parsed to this partition's seqs); answers how many it changed."""
+
+    seqs: list[int]
+
+    @property
+    def weight(self) -> int:
+        return len(self.seqs)
+
+
+@dataclass(slots=True)
+class Complete(_BySeqs):
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.complete(self, now)
+
+
+@dataclass(slots=True)
+class Retry(_BySeqs):
+    due: int = 0
+    dead: bool = False
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.retry(self, now)
+
+
+@dataclass(slots=True)
+class Release(_BySeqs):
+    """Give back items dealt to a consumer that went away before its reply (no attempt is counted)."""
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.release(self, now)
+
+
+@dataclass(slots=True)
+class Extend(_BySeqs):
+    lease_for: int = 0
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.extend(self, now)
+
+
+@dataclass(slots=True)
+class Remove(_BySeqs):
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.remove(self, now)
+
+
+@dataclass(slots=True)
+class Clear(Operation[int]):
+    include_leased: bool
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.clear(self, now)
+
+
+@dataclass(slots=True)
+class ReindexExpiry(Operation[int]):
+    """The queue's expire timeout was switched on or off: build or drop what expiry needs."""
+
+    enabled: bool
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.reindex_expiry(self, now)
+
+
+@dataclass(slots=True)
+class Read(Operation[T]):
+    """Read the partition at this point of its request order (after the requests before it)."""
+
+    reader: Callable[[PartitionReads], T]
+
+    def apply(self, ops: Operations, now: int) -> T:
+        return ops.read(self, now)
+
+
+@dataclass(slots=True)
+class Nudge(Operation[None]):
+    """Only makes the partition run a step (to deal its ready items to consumers that just began to wait)."""
+
+    def apply(self, ops: Operations, now: int) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Request(Generic[T]):
+    """One operation waiting in a partition's inbox, the future that carries its answer, and its weight,
+    fixed when it is submitted."""
+
+    op: Operation[T]
+    future: asyncio.Future[T]
+    weight: int
+
+
+class PartitionReads(Protocol):
+    """What may be read of a partition between its steps (storage is consistent then)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def ready(self) -> int:
+        """Items ready to lease now."""
+        ...
+
+    @property
+    def leased(self) -> int: ...
+
+    @property
+    def scheduled(self) -> int: ...
+
+    def stats(self) -> PartitionStats: ...
+
+    def counters(self) -> PartitionCounters: ...
+
+    def oldest_ready_enqueue_at(self) -> int | None: ...
+
+    def items(self, after_seq: int, limit: int) -> list[StoredItem]: ...
+
+
+class Partition(PartitionReads, Protocol):
+    """The engine interface: one partition of one queue, applying operations in the order submitted.
+
+    `submit` hands the operation over at once (ADR 5) and returns the future of its answer, set only
+    once the change is as durable as the sync policy asks; it raises `TryAgainError` when the partition
+    cannot take it (overloaded, stopping, failed storage)."""
+
+    def start(self) -> None: ...
+
+    async def stop(self, error: QueratorError | None = None) -> None: ...
+
+    def submit(self, op: Operation[T]) -> asyncio.Future[T]: ...
+
+    def pending(self) -> int:
+        """Requests submitted and not applied yet."""
+        ...
+
+    def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
+        """Add an item leaving another queue of the same engine, in that queue's write (see DeadLetter)."""
+        ...
