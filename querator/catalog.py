@@ -15,6 +15,7 @@ from querator.errors import CommandError, NoQueueError
 from querator.futures import settle
 from querator.model import (
     MAX_ATTEMPTS_LIMIT,
+    MAX_DEDUP_WINDOW,
     MAX_LEASE_TIMEOUT,
     MAX_PARTITIONS,
     MAX_QUEUE_NAME_BYTES,
@@ -39,6 +40,7 @@ class QueueEntry:
     options: QueueOptions
     created_at: int
     updated_at: int
+    paused: bool = False
 
 
 class Catalog:
@@ -58,7 +60,12 @@ class Catalog:
             doc = json.loads(value)
             name = key[len(_QUEUE_PREFIX) :].decode()
             options = QueueOptions(**doc["options"])
-            entries.append(QueueEntry(name, doc["uid"], options, doc["created_at"], doc["updated_at"]))
+            # Keys an earlier version did not write (`paused`, `dedup_window`) take their defaults.
+            entries.append(
+                QueueEntry(
+                    name, doc["uid"], options, doc["created_at"], doc["updated_at"], doc.get("paused", False)
+                )
+            )
         return entries
 
     def drop_orphans(self, wanted: Iterable[str]) -> None:
@@ -104,6 +111,7 @@ def _doc(entry: QueueEntry) -> bytes:
             "uid": entry.uid,
             "created_at": entry.created_at,
             "updated_at": entry.updated_at,
+            "paused": entry.paused,
             "options": asdict(entry.options),
         }
     ).encode()
@@ -134,6 +142,7 @@ def validate_options(name: str, o: QueueOptions, queues: Mapping[str, _HasOption
     if o.expire_timeout and o.expire_timeout < o.lease_timeout:
         raise CommandError(f"EXPIRE-TIMEOUT must be 0 or at least the lease timeout ({o.lease_timeout})")
     check_range("MAX-ATTEMPTS", o.max_attempts, 0, MAX_ATTEMPTS_LIMIT)
+    check_range("DEDUP-WINDOW", o.dedup_window, 0, MAX_DEDUP_WINDOW)
     if o.dead_queue:
         if o.dead_queue == name:
             raise CommandError("DEAD-QUEUE may not be the queue itself")

@@ -45,11 +45,18 @@ class QueueView(Protocol):
     @property
     def options(self) -> QueueOptions: ...
 
+    @property
+    def paused(self) -> bool:
+        """QPAUSE: hand out nothing (leases answer empty, blocked consumers keep waiting)."""
+        ...
 
-# Where a partition sends an item that leaves its queue (max attempts, expiry, QRETRY DEAD): its queue
-# hands it to the dead queue's own partition, which adds it in the sending step's write set, so the move
-# is one atomic write (ADR 3); without a dead queue the item is simply gone.
+
+# Where a partition sends an item that leaves its queue (max attempts, expiry, QRETRY DEAD, QREDRIVE): the
+# receiving queue hands it to one of its own partitions, which adds it in the sending step's write set, so
+# the move is one atomic write (ADR 3); without a dead queue the item is simply gone.
 DeadLetter = Callable[["WriteSet", "Record", int], None]
+# QREDRIVE: where a dead queue's item goes (its source queue, or the TO queue), or None to leave it.
+RedriveTarget = Callable[["Record"], "DeadLetter | None"]
 
 
 class Operations(Protocol):
@@ -64,6 +71,8 @@ class Operations(Protocol):
     def remove(self, op: Remove, now: int) -> int: ...
     def clear(self, op: Clear, now: int) -> int: ...
     def reindex_expiry(self, op: ReindexExpiry, now: int) -> int: ...
+    def redrive(self, op: Redrive, now: int) -> int: ...
+    def sweep_dedup(self, op: SweepDedup, now: int) -> int: ...
     def read(self, op: Read[T], now: int) -> T: ...
 
 
@@ -88,6 +97,7 @@ class Produce(Operation[list[str]]):
     kind: bytes
     reference: bytes
     encoding: bytes
+    dedup: bytes | None = None  # QPRODUCE DEDUP: a repeat within the window stores nothing
 
     @property
     def weight(self) -> int:
@@ -130,6 +140,7 @@ class Complete(_BySeqs):
 class Retry(_BySeqs):
     due: int = 0
     dead: bool = False
+    reason: bytes = b""  # kept on the item as its last failure reason (empty: none given)
 
     def apply(self, ops: Operations, now: int) -> int:
         return ops.retry(self, now)
@@ -173,6 +184,29 @@ class ReindexExpiry(Operation[int]):
 
     def apply(self, ops: Operations, now: int) -> int:
         return ops.reindex_expiry(self, now)
+
+
+@dataclass(slots=True)
+class Redrive(Operation[int]):
+    """Move up to `limit` ready items, oldest first, to where `target` sends each; answers how many moved."""
+
+    limit: int
+    target: RedriveTarget
+
+    @property
+    def weight(self) -> int:
+        return self.limit
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.redrive(self, now)
+
+
+@dataclass(slots=True)
+class SweepDedup(Operation[int]):
+    """Forget the queue's deduplication keys whose window has passed (run by one partition of the queue)."""
+
+    def apply(self, ops: Operations, now: int) -> int:
+        return ops.sweep_dedup(self, now)
 
 
 @dataclass(slots=True)
@@ -228,6 +262,8 @@ class PartitionReads(Protocol):
 
     def items(self, after_seq: int, limit: int) -> list[StoredItem]: ...
 
+    def get(self, seq: int) -> StoredItem | None: ...
+
 
 class Partition(PartitionReads, Protocol):
     """The engine interface: one partition of one queue, applying operations in the order submitted.
@@ -246,6 +282,6 @@ class Partition(PartitionReads, Protocol):
         """Requests submitted and not applied yet."""
         ...
 
-    def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
+    def accept_moved(self, ws: WriteSet, record: Record, now: int) -> None:
         """Add an item leaving another queue of the same engine, in that queue's write (see DeadLetter)."""
         ...

@@ -18,9 +18,10 @@ from querator.model import MAX_ID_BYTES
 class IdFormat:
     """The ids of one partition: a fixed `uid-partition-` prefix and the item's seq."""
 
-    __slots__ = ("_format", "partition", "prefix")
+    __slots__ = ("_format", "partition", "prefix", "uid")
 
     def __init__(self, uid: int, partition: int) -> None:
+        self.uid = uid
         self.partition = partition
         self.prefix = f"{uid}-{partition}-"
         self._format = self.prefix + "%d"

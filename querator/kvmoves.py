@@ -9,12 +9,15 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Final
 
+from querator.dedup import DedupKeys
 from querator.engine import DeadLetter, QueueView
 from querator.ids import IdFormat
 from querator.kvreads import KeyValueReads
 from querator.model import LeasedItem
 from querator.overlay import StepWrites
 from querator.records import (
+    DEAD_EXPIRED,
+    DEAD_MAX_ATTEMPTS,
     DUE_INDEX,
     EXPIRY_INDEX,
     LEASED,
@@ -39,7 +42,7 @@ _READY_END: Final = prefix_end(READY)
 
 class ItemMoves(KeyValueReads):
     """`dead_letter` is where items leaving the queue go; `woken` is called when another queue's step adds
-    an item here (its actor must run to deal it)."""
+    an item here (its actor must run to deal it); `dedup` holds the queue's deduplication keys."""
 
     def __init__(
         self,
@@ -49,9 +52,11 @@ class ItemMoves(KeyValueReads):
         ids: IdFormat,
         dead_letter: DeadLetter,
         woken: Callable[[], None],
+        dedup: DedupKeys,
     ) -> None:
         super().__init__(space, queue, ids, PartitionMeta(), Timers())
         self.writes = StepWrites(store, space)
+        self.dedup = dedup
         self._dead_letter_sink = dead_letter
         self._woken = woken
 
@@ -103,20 +108,27 @@ class ItemMoves(KeyValueReads):
         self.writes.delete(key)
         return Record.decode(raw) if raw is not None else None
 
-    def _requeue_or_dead(self, record: Record, due: int, now: int) -> None:
+    def _requeue_or_dead(self, record: Record, seq: int, due: int, now: int) -> None:
         """The end of a lease without completion: back to the queue, or to the dead queue."""
         max_attempts = self.queue.options.max_attempts
-        if (max_attempts and record.attempts >= max_attempts) or self._is_expired(record, now):
-            self._dead_letter(record, now)
+        if max_attempts and record.attempts >= max_attempts:
+            self._dead_letter(record, seq, now, DEAD_MAX_ATTEMPTS)
+        elif self._is_expired(record, now):
+            self._dead_letter(record, seq, now, DEAD_EXPIRED)
         else:
             self._enqueue(record, due, now)
 
-    def _dead_letter(self, record: Record, now: int) -> None:
+    def _dead_letter(self, record: Record, seq: int, now: int, why: int) -> None:
+        """The item (whose seq here was `seq`) leaves for the dead queue, remembering where it came from."""
         self.meta.dead_lettered += 1
+        record.source_queue = self.queue.name.encode()
+        record.source_id = self.ids.one(seq).encode()
+        record.dead_reason = why
         self._dead_letter_sink(self.writes.ws, record, now)
 
-    def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
-        """Add a dead-lettered item from another queue's step to this partition, in that step's write set.
+    def accept_moved(self, ws: WriteSet, record: Record, now: int) -> None:
+        """Add an item leaving another queue's step (dead-lettered or redriven) to this partition, in that
+        step's write set; it arrives as a new item (attempts 0, its age from now).
 
         Safe because every step runs to its write without yielding: this partition cannot run between
         the caller's apply and its write. Our counters go in the same write set so a crash keeps both.
@@ -229,7 +241,7 @@ class ItemMoves(KeyValueReads):
             record = Record.decode(value)
             self._unindex_expiry(record, seq)
             if self._is_expired(record, now):
-                self._dead_letter(record, now)
+                self._dead_letter(record, seq, now, DEAD_EXPIRED)
                 return False
         deadline = now + lease_timeout
         leased, attempts, _, kind, reference, encoding, payload = lease_view(value, deadline)

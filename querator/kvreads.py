@@ -10,7 +10,17 @@ from typing import Final
 from querator.engine import QueueView
 from querator.ids import IdFormat
 from querator.model import ItemState, PartitionCounters, PartitionStats, StoredItem
-from querator.records import LEASED, READY, SCHEDULED, PartitionMeta, Record, key_seq, prefix_end, seq_key
+from querator.records import (
+    DEAD_REASONS,
+    LEASED,
+    READY,
+    SCHEDULED,
+    PartitionMeta,
+    Record,
+    key_seq,
+    prefix_end,
+    seq_key,
+)
 from querator.store.base import KeySpace
 from querator.timers import Timers
 
@@ -55,7 +65,9 @@ class KeyValueReads:
 
     def counters(self) -> PartitionCounters:
         m = self.meta
-        return PartitionCounters(m.produced, m.completed, m.retried, m.lease_expired, m.dead_lettered)
+        return PartitionCounters(
+            m.produced, m.completed, m.retried, m.lease_expired, m.dead_lettered, m.deduplicated
+        )
 
     def oldest_ready_enqueue_at(self) -> int | None:
         if not self.meta.ready:
@@ -72,27 +84,40 @@ class KeyValueReads:
 
     def items(self, after_seq: int, limit: int) -> list[StoredItem]:
         """Items in seq order after `after_seq`, whatever their state, at most `limit`."""
-        expire = self.queue.options.expire_timeout
         start = after_seq + 1
         streams = [self._state_stream(prefix, state, start) for prefix, state in _STATES]
         out: list[StoredItem] = []
         for seq, state, value in heapq.merge(*streams):
             if len(out) >= limit:
                 break
-            record = Record.decode(value)
-            out.append(
-                StoredItem(
-                    id=self.ids.one(seq),
-                    state=state,
-                    attempts=record.attempts,
-                    created_at=record.created_at,
-                    enqueue_at=record.enqueue_at,
-                    lease_deadline=record.lease_deadline,
-                    expire_deadline=record.created_at + expire if expire else 0,
-                    kind=record.kind,
-                    reference=record.reference,
-                    encoding=record.encoding,
-                    payload=record.payload,
-                )
-            )
+            out.append(self._stored(seq, state, value))
         return out
+
+    def get(self, seq: int) -> StoredItem | None:
+        """The item of `seq`, whatever its state, or None."""
+        for prefix, state in _STATES:
+            value = self.space.get(seq_key(prefix, seq))
+            if value is not None:
+                return self._stored(seq, state, value)
+        return None
+
+    def _stored(self, seq: int, state: ItemState, value: bytes) -> StoredItem:
+        expire = self.queue.options.expire_timeout
+        record = Record.decode(value)
+        return StoredItem(
+            id=self.ids.one(seq),
+            state=state,
+            attempts=record.attempts,
+            created_at=record.created_at,
+            enqueue_at=record.enqueue_at,
+            lease_deadline=record.lease_deadline,
+            expire_deadline=record.created_at + expire if expire else 0,
+            kind=record.kind,
+            reference=record.reference,
+            encoding=record.encoding,
+            payload=record.payload,
+            reason=record.reason,
+            source_queue=record.source_queue.decode("utf-8", "surrogateescape"),
+            source_id=record.source_id.decode("ascii", "replace"),
+            dead_reason=DEAD_REASONS[record.dead_reason] if record.dead_reason < len(DEAD_REASONS) else "",
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from querator.dedup import DedupEntry
 from querator.engine import (
     Clear,
     Complete,
@@ -14,14 +15,19 @@ from querator.engine import (
     Lease,
     Produce,
     Read,
+    Redrive,
     ReindexExpiry,
     Release,
     Remove,
     Retry,
+    SweepDedup,
 )
+from querator.ids import IdFormat
 from querator.kvmoves import ItemMoves
 from querator.model import LeasedItem
 from querator.records import (
+    DEAD_EXPIRED,
+    DEAD_RETRY,
     DUE_INDEX,
     EXPIRY_INDEX,
     LEASED,
@@ -50,6 +56,7 @@ _EXPIRY_END: Final = prefix_end(EXPIRY_INDEX)
 # How much timer work (expired leases, due schedules, expired items) one step does at most, so a burst of
 # expiries cannot stall the requests waiting behind it; the rest continues in the next step.
 _TIMER_BUDGET: Final = 5000
+_READY_END: Final = prefix_end(READY)
 
 
 class KeyValueState(ItemMoves):
@@ -82,7 +89,9 @@ class KeyValueState(ItemMoves):
 
     def flush(self) -> bool:
         """Write the step so far (the counters with it). False if storage failed."""
-        return self.writes.flush(self.meta.encode())
+        written = self.writes.flush(self.meta.encode())
+        self.dedup.written()
+        return written
 
     # -- timers -----------------------------------------------------------------------------------------
 
@@ -96,7 +105,7 @@ class KeyValueState(ItemMoves):
             record = self._end_lease(seq)
             self.meta.lease_expired += 1
             if record is not None:
-                self._requeue_or_dead(record, now, now)
+                self._requeue_or_dead(record, seq, now, now)
         if budget and timers.next_due is not None and timers.next_due <= now:
             budget = self._promote_due(now, budget)
         expire = self.queue.options.expire_timeout
@@ -129,7 +138,7 @@ class KeyValueState(ItemMoves):
             record = Record.decode(raw)
             self._unindex_expiry(record, seq)
             if self._is_expired(record, now):
-                self._dead_letter(record, now)
+                self._dead_letter(record, seq, now, DEAD_EXPIRED)
             else:
                 self._enqueue(record, now, now)
         return budget
@@ -158,12 +167,32 @@ class KeyValueState(ItemMoves):
                 else:
                     self.meta.scheduled -= 1
                     writes.delete(index_key(DUE_INDEX, record.enqueue_at, seq))
-                self._dead_letter(record, now)
+                self._dead_letter(record, seq, now, DEAD_EXPIRED)
                 break
 
     # -- operations (engine.Operations) -----------------------------------------------------------------
 
     def produce(self, op: Produce, now: int) -> list[str]:
+        meta = self.meta
+        payloads = op.payloads
+        ids: list[str]
+        window = self.queue.options.dedup_window
+        if op.dedup is not None and window:
+            first = self.dedup.lookup(op.dedup, now, window)
+            if first is not None:
+                # A repeat: nothing is stored; the reply waits for this step's sync, which (one log for
+                # every key space) also covers the first call's write if that is still being synced.
+                meta.deduplicated += 1
+                self.writes.put(META_KEY, b"")  # the step's write carries the counter (flush sets it)
+                return IdFormat(self.ids.uid, first.partition).run(first.first_seq, first.count)
+            start = meta.next_seq
+            ids = self._produce(op, now)
+            entry = DedupEntry(now, self.ids.partition, start, len(payloads))
+            self.dedup.remember(self.writes.ws, op.dedup, entry)
+            return ids
+        return self._produce(op, now)
+
+    def _produce(self, op: Produce, now: int) -> list[str]:
         meta = self.meta
         payloads = op.payloads
         ids: list[str]
@@ -191,6 +220,8 @@ class KeyValueState(ItemMoves):
         return ids
 
     def lease(self, op: Lease, now: int) -> list[LeasedItem]:
+        if self.queue.paused:  # paused after this lease was handed over: it answers empty (BLOCK waits on)
+            return []
         return self.take_ready(op.count, now)
 
     def complete(self, op: Complete, now: int) -> int:
@@ -206,10 +237,11 @@ class KeyValueState(ItemMoves):
             if record is None:
                 continue
             done += 1
+            record.reason = op.reason
             if op.dead:
-                self._dead_letter(record, now)
+                self._dead_letter(record, seq, now, DEAD_RETRY)
             else:
-                self._requeue_or_dead(record, op.due, now)
+                self._requeue_or_dead(record, seq, op.due, now)
         self.meta.retried += done
         return done
 
@@ -286,6 +318,31 @@ class KeyValueState(ItemMoves):
                 self._index_expiry(Record.decode(value).created_at, key_seq(key))
                 count += 1
         return count
+
+    def redrive(self, op: Redrive, now: int) -> int:
+        """Ready items, oldest first, each to where `op.target` sends it; those it leaves stay in place."""
+        self.flush()  # the step's own writes go out first, so the scan sees every ready item
+        moved = 0
+        writes = self.writes
+        for key, value in list(self.space.scan(seq_key(READY, self.meta.ready_head), _READY_END)):
+            if moved >= op.limit:
+                break
+            record = Record.decode(value)
+            send = op.target(record)
+            if send is None:
+                continue
+            seq = key_seq(key)
+            writes.delete(key)
+            self.meta.ready -= 1
+            self._unindex_expiry(record, seq)
+            # It arrives as a fresh produce would: no reason, no provenance (SPEC 7).
+            record.clear_extras()
+            send(writes.ws, record, now)
+            moved += 1
+        return moved
+
+    def sweep_dedup(self, op: SweepDedup, now: int) -> int:
+        return self.dedup.sweep(self.writes.ws, now, self.queue.options.dedup_window, _TIMER_BUDGET)
 
     def read(self, op: Read[T], now: int) -> T:
         """What this step wrote so far is written out first, so storage scans see it; the read's reply

@@ -23,6 +23,15 @@ MAX_AT_MS = 253_402_300_799_999  # AT: the last millisecond of the year 9999
 # seconds given by mistake, which would otherwise silently mean "now".
 AT_SECONDS_RANGE = range(1_000_000_000, 100_000_000_000)
 MAX_LABEL_BYTES = 65_535  # KIND, REFERENCE and ENCODING each
+# SPEC section 7.
+MAX_DEDUP_WINDOW = 86_400_000  # DEDUP-WINDOW: one day
+DEFAULT_DEDUP_WINDOW = 300_000  # five minutes, as SQS FIFO queues
+MAX_DEDUP_KEY_BYTES = 256
+MAX_REASON_BYTES = 4096
+MAX_REDRIVE_LIMIT = 100_000
+DEFAULT_REDRIVE_LIMIT = 1000
+# Why an item reached a dead queue (its `dead-reason`).
+DeadReason = Literal["", "max-attempts", "expired", "retry-dead"]
 
 
 @dataclass(slots=True)
@@ -33,6 +42,7 @@ class QueueOptions:
     max_attempts: int = 0
     dead_queue: str = ""
     reference: str = ""
+    dedup_window: int = DEFAULT_DEDUP_WINDOW
 
     def updated(self, changes: QueueUpdate) -> QueueOptions:
         """A copy with the fields that `changes` gives (those not None)."""
@@ -54,6 +64,7 @@ class QueueUpdate:
     max_attempts: int | None = None
     dead_queue: str | None = None
     reference: str | None = None
+    dedup_window: int | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +78,8 @@ class QueueInfo:
     reference: str
     created_at: int
     updated_at: int
+    paused: bool = False
+    dedup_window: int = DEFAULT_DEDUP_WINDOW
 
 
 class LeasedItem(NamedTuple):
@@ -94,6 +107,11 @@ class StoredItem:
     reference: bytes
     encoding: bytes
     payload: bytes
+    # SPEC section 7: the last QRETRY's reason, and where a dead-lettered item came from.
+    reason: bytes = b""
+    source_queue: str = ""
+    source_id: str = ""
+    dead_reason: DeadReason = ""
 
 
 @dataclass(slots=True)
@@ -117,6 +135,7 @@ class PartitionCounters:
     retried: int = 0
     lease_expired: int = 0
     dead_lettered: int = 0
+    deduplicated: int = 0
 
 
 @dataclass(slots=True)
@@ -131,6 +150,7 @@ class QueueStats:
     dead_lettered: int
     oldest_ready_age: int
     waiting_consumers: int
+    deduplicated: int = 0
     partitions: list[PartitionStats] = field(default_factory=list)
 
     @property

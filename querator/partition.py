@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any, Final, TypeGuard, TypeVar
 
+from querator.dedup import DedupKeys
 from querator.engine import (
     DeadLetter,
     EngineContext,
@@ -51,6 +52,7 @@ class PartitionActor:
         space: KeySpace,
         waiters: WaitLine,
         dead_letter: DeadLetter,
+        dedup: DedupKeys,
     ) -> None:
         self._engine = engine
         self._queue = queue
@@ -58,7 +60,9 @@ class PartitionActor:
         self._waiters = waiters
         # The line's deque itself, so the step's "anyone waiting?" is a C-level truth test.
         self._waiting = waiters.line
-        self.state = KeyValueState(engine.store, space, queue, IdFormat(uid, index), dead_letter, self.wake)
+        self.state = KeyValueState(
+            engine.store, space, queue, IdFormat(uid, index), dead_letter, self.wake, dedup
+        )
         self.state.load()
         self.index = index  # an attribute, not a property: read by every lease plan
         self._writes = self.state.writes
@@ -95,8 +99,11 @@ class PartitionActor:
     def items(self, after_seq: int, limit: int) -> list[StoredItem]:
         return self.state.items(after_seq, limit)
 
-    def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
-        self.state.accept_dead_letter(ws, record, now)
+    def get(self, seq: int) -> StoredItem | None:
+        return self.state.get(seq)
+
+    def accept_moved(self, ws: WriteSet, record: Record, now: int) -> None:
+        self.state.accept_moved(ws, record, now)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -213,7 +220,7 @@ class PartitionActor:
                 # state machine changes nothing before its last check, so the rest of the step is unharmed.
                 log.exception("%s failed on %s/%d", type(request.op).__name__, self._queue.name, self.index)
                 results.append((future, QueratorError("internal error; see the server log")))
-        if self._waiting and state.meta.ready:
+        if self._waiting and state.meta.ready and not self._queue.paused:
             results.extend(self._waiters.deal(lambda count: state.take_ready(count, now)))
         self._commit()
 

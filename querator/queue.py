@@ -1,7 +1,8 @@
 """A queue: its options, its partitions, its line of blocked consumers, and how one request is spread
 over the partitions: a produce goes to the one with the fewest ready items (ties rotate), a lease rotates
 over those that have items, ids go to the partition they name. It is the only writer of its own
-partitions: another queue's items arrive through `accept_dead_letter`, never by reaching in."""
+partitions: another queue's items arrive through `accept_moved`, never by reaching in. It also keeps
+its deduplication keys (`dedup.py`) and sweeps them when their window ends, through its first partition."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from querator.clock import Timer
+from querator.dedup import DedupKeys
 from querator.engine import (
     Clear,
+    DeadLetter,
     EngineContext,
     Lease,
     Nudge,
@@ -18,8 +22,11 @@ from querator.engine import (
     Partition,
     PartitionReads,
     Read,
+    Redrive,
     ReindexExpiry,
+    SweepDedup,
 )
+from querator.errors import QueratorError
 from querator.futures import combine, done, one_or_combined
 from querator.model import LeasedItem, QueueInfo, QueueOptions
 from querator.partition import PartitionActor
@@ -41,6 +48,7 @@ class Queue:
         options: QueueOptions,
         created_at: int,
         updated_at: int,
+        paused: bool = False,
     ) -> None:
         self._engine = engine
         self.name = name
@@ -48,6 +56,10 @@ class Queue:
         self.options = options
         self.created_at = created_at
         self.updated_at = updated_at
+        self.paused = paused
+        self.dedup = DedupKeys(engine.store.space(dedup_space_name(uid)))
+        self._sweep_timer: Timer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.partitions: list[Partition] = []
         self.waiters = WaitLine(engine.clock, engine.loop)
         self.dead_queue: Queue | None = None
@@ -61,7 +73,7 @@ class Queue:
         for index in range(len(self.partitions), count):
             space = self._engine.store.space(self.space_name(index))
             partition = PartitionActor(
-                self._engine, self, self.uid, index, space, self.waiters, self._send_to_dead_queue
+                self._engine, self, self.uid, index, space, self.waiters, self._send_to_dead_queue, self.dedup
             )
             # The key-value engine's partition: the one kind there is until a SQL engine sits beside it
             # and the choice moves into EngineContext (ADR 9).
@@ -81,7 +93,13 @@ class Queue:
             o.reference,
             self.created_at,
             self.updated_at,
+            self.paused,
+            o.dedup_window,
         )
+
+    def space_names(self) -> list[str]:
+        """Every key space of this queue: its partitions' and its deduplication keys'."""
+        return [*(self.space_name(i) for i in range(len(self.partitions))), dedup_space_name(self.uid)]
 
     def ready(self) -> int:
         return sum(p.ready for p in self.partitions)
@@ -97,7 +115,76 @@ class Queue:
     def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
         """An item dead-lettered by another queue's step, added in that step's write set (ADR 3)."""
         target = min(self.partitions, key=lambda p: p.ready)
-        target.accept_dead_letter(ws, record, now)
+        target.accept_moved(ws, record, now)
+
+    def accept_redriven(self, ws: WriteSet, record: Record, now: int) -> None:
+        """An item redriven from a dead queue's step: it goes where a produce would (SPEC 7)."""
+        self.produce_partition().accept_moved(ws, record, now)
+
+    def redrive(self, limit: int, target: Callable[[Record], DeadLetter | None]) -> asyncio.Future[int]:
+        """Move up to `limit` ready items to where `target` sends each: partition 0 first, each oldest
+        first, in rounds of at most `_REDRIVE_ROUND` items so no step grows without bound. Each round is
+        one atomic write of the moves it makes, so every item arrives exactly once even across a crash."""
+        loop = self._engine.loop
+        result: asyncio.Future[int] = loop.create_future()
+
+        async def rounds() -> None:
+            moved = 0
+            try:
+                for partition in list(self.partitions):
+                    while moved < limit:
+                        want = min(_REDRIVE_ROUND, limit - moved)
+                        got = await partition.submit(Redrive(want, target))
+                        moved += got
+                        if got < want:
+                            break
+            except QueratorError as exc:
+                if not result.done():
+                    result.set_exception(exc)
+                return
+            if not result.done():
+                result.set_result(moved)
+
+        task = loop.create_task(rounds())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return result
+
+    # -- pause and resume -------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        self.paused = False
+        if len(self.waiters):
+            self._nudge()  # blocked consumers waited through the pause: deal them what is ready now
+
+    # -- deduplication keys -----------------------------------------------------------------------------
+
+    def arm_sweep(self) -> None:
+        """Make sure the sweep runs when the oldest remembered key's window ends (if any is remembered)."""
+        if self._sweep_timer is not None:
+            return
+        oldest = self.dedup.oldest_use()
+        if oldest is not None:
+            when = oldest + self.options.dedup_window
+            self._sweep_timer = self._engine.clock.call_at(self._engine.loop, when, self._sweep)
+
+    def rearm_sweep(self) -> None:
+        """The window changed: the oldest key's end moved."""
+        self.stop_sweep()
+        self.arm_sweep()
+
+    def stop_sweep(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        try:
+            swept = self.partitions[0].submit(SweepDedup())
+        except QueratorError:
+            return  # stopping, or storage failed: a restart arms the sweep again
+        swept.add_done_callback(lambda _: self.arm_sweep())
 
     # -- spreading requests over partitions -------------------------------------------------------------
 
@@ -148,7 +235,7 @@ class Queue:
 
     def lease(self, count: int, block_ms: int | None) -> asyncio.Future[Items]:
         """Lease up to `count` items; with `block_ms`, wait in line that long (0: without limit)."""
-        plan = self.lease_plan(count)
+        plan = [] if self.paused else self.lease_plan(count)
         loop = self._engine.loop
         if not plan:
             if block_ms is None:
@@ -201,6 +288,15 @@ class Queue:
 def space_name(uid: int, index: int) -> str:
     """The key space of partition `index` of the queue incarnation `uid`."""
     return f"q{uid}.p{index}"
+
+
+def dedup_space_name(uid: int) -> str:
+    """The key space of the deduplication keys of the queue incarnation `uid`."""
+    return f"q{uid}.dedup"
+
+
+# Items one redrive step moves at most.
+_REDRIVE_ROUND = 1000
 
 
 def _concat(results: list[Items]) -> Items:

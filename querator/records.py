@@ -15,6 +15,8 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Final
 
+from querator.model import DeadReason
+
 READY: Final = b"r"
 LEASED: Final = b"l"
 SCHEDULED: Final = b"s"
@@ -29,7 +31,19 @@ _TWO = struct.Struct(">QQ")
 # attempts, created_at, enqueue_at, lease_deadline, then the lengths of kind, reference and encoding.
 _HEADER = struct.Struct(">IqqqHHH")
 _HEADER_SIZE: Final = _HEADER.size
+# The record format's version mark (ADR 15): the top bit of `attempts` says an extras block (the lengths of
+# reason, source queue and source id, and the dead-reason code, then those bytes) sits between the labels
+# and the payload. Records without extras stay exactly as the first format wrote them, so a data directory
+# of an earlier version opens unchanged and the bulk lease path keeps its one-struct pass.
+_EXTENDED: Final = 0x8000_0000
+_ATTEMPTS: Final = _EXTENDED - 1
+_EXTRAS = struct.Struct(">HHHB")
+_EXTRAS_SIZE: Final = _EXTRAS.size
 _META = struct.Struct(">13q")
+DEAD_REASONS: Final[tuple[DeadReason, ...]] = ("", "max-attempts", "expired", "retry-dead")
+DEAD_MAX_ATTEMPTS: Final = 1
+DEAD_EXPIRED: Final = 2
+DEAD_RETRY: Final = 3
 
 
 def seq_key(prefix: bytes, seq: int) -> bytes:
@@ -68,23 +82,36 @@ class Record:
     reference: bytes
     encoding: bytes
     payload: bytes
+    # The extras (SPEC 7): the last QRETRY's reason and, in a dead queue, where the item came from.
+    reason: bytes = b""
+    source_queue: bytes = b""
+    source_id: bytes = b""
+    dead_reason: int = 0  # an index into DEAD_REASONS
+
+    @property
+    def extended(self) -> bool:
+        return bool(self.reason or self.source_queue or self.source_id or self.dead_reason)
+
+    def clear_extras(self) -> None:
+        self.reason = self.source_queue = self.source_id = b""
+        self.dead_reason = 0
 
     def encode(self) -> bytes:
-        return (
-            _HEADER.pack(
-                self.attempts,
-                self.created_at,
-                self.enqueue_at,
-                self.lease_deadline,
-                len(self.kind),
-                len(self.reference),
-                len(self.encoding),
-            )
-            + self.kind
-            + self.reference
-            + self.encoding
-            + self.payload
+        extended = self.extended
+        head = _HEADER.pack(
+            min(self.attempts, _ATTEMPTS) | (_EXTENDED if extended else 0),
+            self.created_at,
+            self.enqueue_at,
+            self.lease_deadline,
+            len(self.kind),
+            len(self.reference),
+            len(self.encoding),
         )
+        labels = self.kind + self.reference + self.encoding
+        if not extended:
+            return head + labels + self.payload
+        extras = _EXTRAS.pack(len(self.reason), len(self.source_queue), len(self.source_id), self.dead_reason)
+        return head + labels + extras + self.reason + self.source_queue + self.source_id + self.payload
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
@@ -93,13 +120,46 @@ class Record:
         b = a + nk
         c = b + nr
         d = c + ne
-        return cls(attempts, created, enqueue, deadline, data[a:b], data[b:c], data[c:d], data[d:])
+        if not attempts & _EXTENDED:
+            return cls(attempts, created, enqueue, deadline, data[a:b], data[b:c], data[c:d], data[d:])
+        n_reason, n_source, n_id, dead_reason = _EXTRAS.unpack_from(data, d)
+        e = d + _EXTRAS_SIZE
+        f = e + n_reason
+        g = f + n_source
+        h = g + n_id
+        return cls(
+            attempts & _ATTEMPTS,
+            created,
+            enqueue,
+            deadline,
+            data[a:b],
+            data[b:c],
+            data[c:d],
+            data[h:],
+            data[e:f],
+            data[f:g],
+            data[g:h],
+            dead_reason,
+        )
 
 
 def lease_view(data: bytes, deadline: int) -> tuple[bytes, int, int, bytes, bytes, bytes, bytes]:
     """The hot path of a lease, without a Record: returns the leased record (attempts + 1, deadline set),
     then attempts, created_at, kind, reference, encoding and payload."""
     attempts, created, enqueue, _, nk, nr, ne = _HEADER.unpack_from(data)
+    if attempts & _EXTENDED:  # rare (retried with a reason, or dead-lettered): the general path
+        record = Record.decode(data)
+        record.attempts += 1
+        record.lease_deadline = deadline
+        return (
+            record.encode(),
+            record.attempts,
+            created,
+            record.kind,
+            record.reference,
+            record.encoding,
+            record.payload,
+        )
     attempts += 1
     a = _HEADER_SIZE
     b = a + nk
@@ -111,12 +171,12 @@ def lease_view(data: bytes, deadline: int) -> tuple[bytes, int, int, bytes, byte
 
 def lease_many(values: list[bytes], deadline: int) -> tuple[list[bytes], list[int], list[bytes]] | None:
     """`lease_view` of many records at once, without Python code per record: the leased records, their
-    attempts and their payloads. Only for records without kind, reference and encoding (then the payload
-    follows the fixed header); None if any has one."""
+    attempts and their payloads. Only for records without kind, reference, encoding and extras (then the
+    payload follows the fixed header); None if any has one."""
     count = len(values)
     layout = ">" + "IqqqHHH" * count
     fields = list(struct.unpack(layout, b"".join(map(itemgetter(slice(0, _HEADER_SIZE)), values))))
-    if any(fields[4::7]) or any(fields[5::7]) or any(fields[6::7]):
+    if any(fields[4::7]) or any(fields[5::7]) or any(fields[6::7]) or max(fields[0::7]) & _EXTENDED:
         return None
     attempts = list(map((1).__add__, fields[0::7]))
     fields[0::7] = attempts
@@ -157,6 +217,9 @@ class PartitionMeta:
     retried: int = 0
     lease_expired: int = 0
     dead_lettered: int = 0
+    # Duplicate QPRODUCE calls answered by this partition (SPEC 7); a slot that was 0 before, so the
+    # counters of an earlier version read as none.
+    deduplicated: int = 0
 
     def encode(self) -> bytes:
         return _META.pack(
@@ -169,7 +232,7 @@ class PartitionMeta:
             self.retried,
             self.lease_expired,
             self.dead_lettered,
-            0,
+            self.deduplicated,
             0,
             0,
             0,
@@ -178,4 +241,4 @@ class PartitionMeta:
     @classmethod
     def decode(cls, data: bytes) -> PartitionMeta:
         values = _META.unpack(data)
-        return cls(*values[:9])
+        return cls(*values[:10])

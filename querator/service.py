@@ -16,17 +16,30 @@ from querator.catalog import Catalog, QueueEntry, check_range, validate_options,
 from querator.clock import Clock
 from querator.config import Config
 from querator.declared import apply_declarations
-from querator.engine import Complete, EngineContext, Extend, PartitionReads, Produce, Remove, Retry
+from querator.engine import (
+    Complete,
+    DeadLetter,
+    EngineContext,
+    Extend,
+    PartitionReads,
+    Produce,
+    Remove,
+    Retry,
+)
 from querator.errors import CommandError, NoQueueError, QueueExistsError, ShutdownError
 from querator.futures import combine, done, ignore
 from querator.ids import parse_after, parse_ids
 from querator.model import (
     AT_SECONDS_RANGE,
+    DEFAULT_REDRIVE_LIMIT,
     MAX_AT_MS,
+    MAX_DEDUP_KEY_BYTES,
     MAX_LABEL_BYTES,
     MAX_LEASE_COUNT,
     MAX_LEASE_TIMEOUT,
     MAX_LIST_LIMIT,
+    MAX_REASON_BYTES,
+    MAX_REDRIVE_LIMIT,
     MAX_WAIT_MS,
     LeasedItem,
     PartitionCounters,
@@ -38,6 +51,7 @@ from querator.model import (
     StoredItem,
 )
 from querator.queue import Queue
+from querator.records import Record
 from querator.store import Store, open_store
 
 T = TypeVar("T")
@@ -81,20 +95,25 @@ class Service:
         for queue in self.queues.values():
             for partition in queue.partitions:
                 partition.start()
+            queue.arm_sweep()
         await apply_declarations(self, self.config.queues)
 
     def _load_queues(self) -> None:
         for entry in self._catalog.load():
             queue = Queue(
-                self._engine, entry.name, entry.uid, entry.options, entry.created_at, entry.updated_at
+                self._engine,
+                entry.name,
+                entry.uid,
+                entry.options,
+                entry.created_at,
+                entry.updated_at,
+                entry.paused,
             )
             queue.add_partitions(entry.options.partitions, start=False)
             self.queues[entry.name] = queue
         for queue in self.queues.values():
             queue.dead_queue = self.queues.get(queue.options.dead_queue) if queue.options.dead_queue else None
-        self._catalog.drop_orphans(
-            q.space_name(i) for q in self.queues.values() for i in range(len(q.partitions))
-        )
+        self._catalog.drop_orphans(name for q in self.queues.values() for name in q.space_names())
 
     async def close(self) -> None:
         """Stop taking requests, let partitions finish what they hold, answer blocked consumers, close."""
@@ -102,6 +121,7 @@ class Service:
             return
         self._closing = True
         for queue in self.queues.values():
+            queue.stop_sweep()
             queue.waiters.fail_all(ShutdownError())
         await asyncio.gather(*(p.stop() for q in self.queues.values() for p in q.partitions))
         if hasattr(self, "store"):
@@ -118,7 +138,9 @@ class Service:
         return queue
 
     def _entry(self, queue: Queue) -> QueueEntry:
-        return QueueEntry(queue.name, queue.uid, queue.options, queue.created_at, queue.updated_at)
+        return QueueEntry(
+            queue.name, queue.uid, queue.options, queue.created_at, queue.updated_at, queue.paused
+        )
 
     def _ids(self, queue: Queue, ids: Sequence[str | bytes]) -> dict[int, list[int]]:
         if len(ids) > self.config.max_batch:
@@ -177,6 +199,8 @@ class Service:
         queue.updated_at = self.clock.now_ms()
         queue.add_partitions(new.partitions, start=True)
         queue.dead_queue = self.queues.get(new.dead_queue) if new.dead_queue else None
+        if new.dedup_window != old.dedup_window:
+            queue.rearm_sweep()
         written = self._catalog.save(self._entry(queue))
         if bool(old.expire_timeout) == bool(new.expire_timeout):
             return written
@@ -190,6 +214,7 @@ class Service:
                     f"queue '{name}' is the dead queue of '{other.name}'; change that queue first"
                 )
         del self.queues[name]
+        queue.stop_sweep()
         queue.waiters.fail_all(NoQueueError(name))
         written = self._catalog.forget(name)
         deleted: asyncio.Future[None] = self.loop.create_future()
@@ -198,8 +223,8 @@ class Service:
             try:
                 await asyncio.gather(*(p.stop(NoQueueError(name)) for p in queue.partitions))
                 await written
-                for index in range(len(queue.partitions)):
-                    self.store.drop_space(queue.space_name(index))
+                for space in queue.space_names():
+                    self.store.drop_space(space)
                 deleted.set_result(None)
             except Exception as exc:
                 deleted.set_exception(exc)
@@ -239,6 +264,7 @@ class Service:
             retried=sum(c.retried for c in counters),
             lease_expired=sum(c.lease_expired for c in counters),
             dead_lettered=sum(c.dead_lettered for c in counters),
+            deduplicated=sum(c.deduplicated for c in counters),
             oldest_ready_age=max(0, now - min(oldest)) if oldest else 0,
             waiting_consumers=queue.waiters.waiting(),
             partitions=parts,
@@ -256,8 +282,10 @@ class Service:
         kind: bytes = b"",
         reference: bytes = b"",
         encoding: bytes = b"",
+        dedup: bytes | None = None,
     ) -> asyncio.Future[list[str]]:
-        """Add items at the tail of one partition (all or none); the ids come back in order."""
+        """Add items at the tail of one partition (all or none); the ids come back in order. With `dedup`,
+        a repeat of the call within the queue's dedup window stores nothing and returns the first ids."""
         q = self._queue(queue)
         config = self.config
         if not payloads:
@@ -272,7 +300,16 @@ class Service:
                 if len(label) > MAX_LABEL_BYTES:
                     raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")
         due = self._due(delay_ms, at_ms)
-        return q.produce_partition().submit(Produce(payloads, due, kind, reference, encoding))
+        if dedup is not None:
+            # Checked whatever the window, so a key that would fail with deduplication on fails with it off.
+            if not 1 <= len(dedup) <= MAX_DEDUP_KEY_BYTES:
+                raise CommandError(f"DEDUP key must be 1-{MAX_DEDUP_KEY_BYTES} bytes")
+            if not q.options.dedup_window:
+                dedup = None
+        produced = q.produce_partition().submit(Produce(payloads, due, kind, reference, encoding, dedup))
+        if dedup is not None:
+            q.arm_sweep()
+        return produced
 
     def lease(
         self, queue: str, count: int = 1, block_ms: int | None = None
@@ -298,12 +335,18 @@ class Service:
         delay_ms: int | None = None,
         at_ms: int | None = None,
         dead: bool = False,
+        reason: bytes | None = None,
     ) -> asyncio.Future[int]:
+        """Hand leased items back (now, at `due`, or to the dead queue); `reason` becomes their last
+        failure reason (none given: empty)."""
         q = self._queue(queue)
         if dead and (delay_ms is not None or at_ms is not None):
             raise CommandError("DEAD, DELAY and AT are mutually exclusive")
+        if reason is not None and len(reason) > MAX_REASON_BYTES:
+            raise CommandError(f"REASON must be at most {MAX_REASON_BYTES} bytes")
         due = self._due(delay_ms, at_ms)
-        return q.by_ids(self._ids(q, ids), lambda seqs: Retry(seqs, due, dead))
+        why = reason or b""
+        return q.by_ids(self._ids(q, ids), lambda seqs: Retry(seqs, due, dead, why))
 
     def extend(
         self, queue: str, ids: Sequence[str | bytes], *, lease_for_ms: int | None = None
@@ -341,6 +384,58 @@ class Service:
             reader,
             lambda lists: [i for items in lists for i in items][:limit],
         )
+
+    def get(self, queue: str, item_id: str | bytes) -> asyncio.Future[StoredItem | None]:
+        """The item that `item_id` names now, or None (an id of an earlier delivery names nothing)."""
+        q = self._queue(queue)
+        groups = parse_ids(q.uid, len(q.partitions), [item_id])
+        if not groups:
+            return done(self.loop, None)
+        ((index, (seq,)),) = groups.items()
+        return q.read([q.partitions[index]], lambda p: p.get(seq), lambda found: found[0])
+
+    # -- pause, resume, redrive (SPEC 7) -----------------------------------------------------------------
+
+    def pause(self, queue: str) -> asyncio.Future[None]:
+        """Hand out nothing until `resume`: leases answer empty, blocked consumers keep waiting; produces
+        and lease ends go on. Survives restarts; pausing a paused queue changes nothing."""
+        return self._set_paused(self._queue(queue), True)
+
+    def resume(self, queue: str) -> asyncio.Future[None]:
+        return self._set_paused(self._queue(queue), False)
+
+    def _set_paused(self, queue: Queue, paused: bool) -> asyncio.Future[None]:
+        if queue.paused == paused:
+            return done(self.loop, None)
+        queue.updated_at = self.clock.now_ms()
+        if paused:
+            queue.paused = True
+        else:
+            queue.resume()
+        return self._catalog.save(self._entry(queue))
+
+    def redrive(
+        self, queue: str, *, to: str | None = None, limit: int = DEFAULT_REDRIVE_LIMIT
+    ) -> asyncio.Future[int]:
+        """Move up to `limit` ready items of `queue` (usually a dead queue), oldest first, to the tail of the
+        queue each came from, or of `to`. Items whose source queue is gone, and without `to` items that
+        were never dead-lettered, stay. Each item arrives as a fresh produce, exactly once."""
+        q = self._queue(queue)
+        check_range("LIMIT", limit, 1, MAX_REDRIVE_LIMIT)
+        if to is not None:
+            target = self._queue(to)
+            if target is q:
+                raise CommandError("TO may not be the queue itself")
+            send = target.accept_redriven
+            return q.redrive(limit, lambda record: send)
+
+        def back_to_source(record: Record) -> DeadLetter | None:
+            source = self.queues.get(record.source_queue.decode("utf-8", "surrogateescape"))
+            if source is None or source is q or not record.source_queue:
+                return None
+            return source.accept_redriven
+
+        return q.redrive(limit, back_to_source)
 
     # -- for INFO ----------------------------------------------------------------------------------------
 

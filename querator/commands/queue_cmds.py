@@ -12,7 +12,15 @@ from querator.commands.cursor import ArgCursor, Options, OptionSpec
 from querator.commands.reply import Deferred
 from querator.commands.table import Arg, Command
 from querator.errors import wrong_arity
-from querator.model import LeasedItem, QueueInfo, QueueOptions, QueueStats, QueueUpdate, StoredItem
+from querator.model import (
+    DEFAULT_REDRIVE_LIMIT,
+    LeasedItem,
+    QueueInfo,
+    QueueOptions,
+    QueueStats,
+    QueueUpdate,
+    StoredItem,
+)
 from querator.resp import Encoded, SimpleString
 
 OK = SimpleString("OK")
@@ -69,6 +77,7 @@ _QUEUE_OPTIONS = OptionSpec(
     Arg("max-attempts", "integer", token="MAX-ATTEMPTS", optional=True),
     Arg("dead-queue", token="DEAD-QUEUE", optional=True),
     Arg("reference", token="REFERENCE", optional=True),
+    Arg("dedup-window", "integer", token="DEDUP-WINDOW", optional=True),
 )
 _OPTION_ERRORS = (
     "`-ERR PARTITIONS must be between 1 and 1024`, and likewise for every option out of its range",
@@ -86,6 +95,7 @@ def _queue_update(options: Options) -> QueueUpdate:
         max_attempts=options.integer(b"MAX-ATTEMPTS"),
         dead_queue=options.text(b"DEAD-QUEUE"),
         reference=options.text(b"REFERENCE"),
+        dedup_window=options.integer(b"DEDUP-WINDOW"),
     )
 
 
@@ -191,6 +201,8 @@ def _info_reply(info: QueueInfo) -> dict[str, Any]:
         "reference": info.reference,
         "created-at": info.created_at,
         "updated-at": info.updated_at,
+        "paused": int(info.paused),
+        "dedup-window": info.dedup_window,
     }
 
 
@@ -205,8 +217,8 @@ QINFO = _queue_command(
     "Returns a queue's options.",
     _qinfo,
     ("readonly",),
-    reply="map (RESP3) / flat field-value array (RESP2): "
-    "`name partitions lease-timeout expire-timeout max-attempts dead-queue reference created-at updated-at`",
+    reply="map (RESP3) / flat field-value array (RESP2): `name partitions lease-timeout expire-timeout "
+    "max-attempts dead-queue reference created-at updated-at paused dedup-window` (paused is 0 or 1)",
 )
 
 
@@ -221,6 +233,7 @@ def _stats_reply(stats: QueueStats) -> dict[str, Any]:
         "retried": stats.retried,
         "lease-expired": stats.lease_expired,
         "dead-lettered": stats.dead_lettered,
+        "deduplicated": stats.deduplicated,
         "oldest-ready-age": stats.oldest_ready_age,
         "waiting-consumers": stats.waiting_consumers,
         "partitions": [
@@ -248,8 +261,8 @@ QSTATS = _queue_command(
     _qstats,
     ("readonly",),
     reply="map / flat array: `ready leased scheduled total produced completed retried lease-expired "
-    "dead-lettered oldest-ready-age waiting-consumers partitions`; `partitions` is an array of one map per "
-    "partition: `partition ready leased scheduled total`",
+    "dead-lettered deduplicated oldest-ready-age waiting-consumers partitions`; `partitions` is an array "
+    "of one map per partition: `partition ready leased scheduled total`",
 )
 
 
@@ -277,6 +290,7 @@ _WHEN = Arg(
     children=(Arg("delay", "integer", token="DELAY"), Arg("at", "integer", token="AT")),
 )
 _QPRODUCE_OPTIONS = OptionSpec(
+    Arg("key", token="DEDUP", optional=True),
     _WHEN,
     Arg("kind", token="KIND", optional=True),
     Arg("reference", token="REFERENCE", optional=True),
@@ -300,6 +314,7 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Deferred:
         kind=options.raw(b"KIND") or b"",
         reference=options.raw(b"REFERENCE") or b"",
         encoding=options.raw(b"ENCODING") or b"",
+        dedup=options.raw(b"DEDUP"),
     )
     return Deferred(future, _ids_reply)
 
@@ -329,9 +344,11 @@ QPRODUCE = _queue_command(
     _qproduce,
     ("write", "fast"),
     *_QPRODUCE_OPTIONS.args,
-    reply="array of the new ids, in order",
+    reply="array of the new ids, in order; with DEDUP, a repeat of a call whose key was used on this queue "
+    "within its dedup window stores nothing and returns the first call's ids",
     errors=(
         _NOQUEUE,
+        "`-ERR DEDUP key must be 1-256 bytes`",
         "`-ERR syntax error; ITEMS is missing: ...` when no ITEMS comes before the payloads",
         "`-ERR item payload too large; max-item-bytes is n` (nothing of the call is stored)",
         "`-ERR too many items; at most 1000 per QPRODUCE` (`max-batch`)",
@@ -436,6 +453,7 @@ _QRETRY_OPTIONS = OptionSpec(
             Arg("dead", "pure-token", token="DEAD"),
         ),
     ),
+    Arg("text", token="REASON", optional=True),
 )
 
 
@@ -458,13 +476,20 @@ QRETRY = _queue_command(
     "QRETRY",
     -3,
     "consume",
-    "Hands leased items back: now, later (DELAY / AT) or to the dead queue (DEAD).",
+    "Hands leased items back: now, later (DELAY / AT) or to the dead queue (DEAD); REASON is kept on the "
+    "item as its last failure reason.",
     _qretry,
     ("write", "fast"),
     *_QRETRY_OPTIONS.args,
     _IDS,
     reply="integer: how many leased items were retried",
-    errors=(_NOQUEUE, _BAD_ID, _TOO_MANY_IDS, "`-ERR DEAD, DELAY and AT are mutually exclusive`"),
+    errors=(
+        _NOQUEUE,
+        _BAD_ID,
+        _TOO_MANY_IDS,
+        "`-ERR DEAD, DELAY and AT are mutually exclusive`",
+        "`-ERR REASON must be at most 4096 bytes`",
+    ),
 )
 
 _QEXTEND_OPTIONS = OptionSpec(Arg("ms", "integer", token="FOR", optional=True))
@@ -545,9 +570,18 @@ def _item_reply(item: StoredItem) -> dict[str, Any]:
         "reference": item.reference,
         "encoding": item.encoding,
         "payload": item.payload,
+        "reason": item.reason,
+        "source-queue": item.source_queue,
+        "source-id": item.source_id,
+        "dead-reason": item.dead_reason,
     }
 
 
+_ITEM_FIELDS = (
+    "`id state attempts created-at enqueue-at lease-deadline expire-deadline kind reference encoding "
+    "payload reason source-queue source-id dead-reason`; state is `ready`, `leased` or `scheduled`; the "
+    "last four are empty unless the item was retried with a REASON or reached a dead queue"
+)
 _QITEMS_OPTIONS = OptionSpec(
     Arg("partition", "integer", token="PARTITION", optional=True),
     Arg("id", token="AFTER", optional=True),
@@ -577,13 +611,93 @@ QITEMS = _queue_command(
     _qitems,
     ("readonly",),
     *_QITEMS_OPTIONS.args,
-    reply="array of items, each a map / flat array: `id state attempts created-at enqueue-at lease-deadline "
-    "expire-deadline kind reference encoding payload`; state is `ready`, `leased` or `scheduled`",
+    reply="array of items, each a map / flat array: " + _ITEM_FIELDS,
     errors=(
         _NOQUEUE,
         "`-ERR PARTITION must be between 0 and n`",
         "`-ERR LIMIT must be between 1 and 1000`",
         "`-ERR invalid id 'x'` for a malformed AFTER",
+    ),
+)
+
+
+def _qget(client: ClientState, args: list[bytes]) -> Deferred:
+    future = client.server.service.get(args[1].decode("utf-8", "surrogateescape"), args[2])
+    return Deferred(future, lambda item: None if item is None else _item_reply(item))
+
+
+QGET = _queue_command(
+    "QGET",
+    3,
+    "admin",
+    "Returns one item by id, whatever its state.",
+    _qget,
+    ("readonly", "fast"),
+    Arg("id"),
+    reply="the item as in QITEMS (map / flat array), or null if no item has that id now",
+    errors=(_NOQUEUE, "`-ERR invalid id 'x'`"),
+)
+
+
+def _qpause(client: ClientState, args: list[bytes]) -> Deferred:
+    return Deferred(client.server.service.pause(args[1].decode("utf-8", "surrogateescape")), _ok)
+
+
+QPAUSE = _queue_command(
+    "QPAUSE",
+    2,
+    "admin",
+    "Pauses a queue: it takes produces and lease ends but hands out nothing until QRESUME.",
+    _qpause,
+    ("write", "admin"),
+    reply="`+OK` (also when already paused); survives restarts",
+)
+
+
+def _qresume(client: ClientState, args: list[bytes]) -> Deferred:
+    return Deferred(client.server.service.resume(args[1].decode("utf-8", "surrogateescape")), _ok)
+
+
+QRESUME = _queue_command(
+    "QRESUME",
+    2,
+    "admin",
+    "Resumes a paused queue; consumers that waited through the pause are served.",
+    _qresume,
+    ("write", "admin"),
+    reply="`+OK` (also when not paused)",
+)
+
+_QREDRIVE_OPTIONS = OptionSpec(
+    Arg("target", token="TO", optional=True), Arg("count", "integer", token="LIMIT", optional=True)
+)
+
+
+def _qredrive(client: ClientState, args: list[bytes]) -> Deferred:
+    cursor = ArgCursor(args)
+    name = _queue_name(cursor)
+    options = cursor.options(_QREDRIVE_OPTIONS)
+    limit = options.integer(b"LIMIT")
+    future = client.server.service.redrive(
+        name, to=options.text(b"TO"), limit=DEFAULT_REDRIVE_LIMIT if limit is None else limit
+    )
+    return Deferred(future)
+
+
+QREDRIVE = _queue_command(
+    "QREDRIVE",
+    -2,
+    "admin",
+    "Moves ready items of a (dead) queue, oldest first, back to the queues they came from, or TO another.",
+    _qredrive,
+    ("write", "admin"),
+    *_QREDRIVE_OPTIONS.args,
+    reply="integer: how many items moved; items whose source queue is gone, and without TO items never "
+    "dead-lettered, stay where they are and are not counted",
+    errors=(
+        _NOQUEUE,
+        "`-ERR LIMIT must be between 1 and 100000`",
+        "`-ERR TO may not be the queue itself`",
     ),
 )
 
@@ -603,4 +717,8 @@ DECLARATIONS = (
     QITEMS,
     QREMOVE,
     QCLEAR,
+    QGET,
+    QPAUSE,
+    QRESUME,
+    QREDRIVE,
 )
