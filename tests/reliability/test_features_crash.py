@@ -139,7 +139,7 @@ def test_sigkill_during_one_large_redrive_moves_each_item_exactly_once(tmp_path:
     try:
         payloads = _fill_dead_queue(_client(server.port), 10_000)
         acked = 0
-        for delay in (0.005, 0.02, 0.06):
+        for delay in (0.005, 0.03, 0.1):
             client = _client(server.port)
             outcome: list[Any] = []
 
