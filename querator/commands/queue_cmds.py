@@ -468,6 +468,7 @@ def _qretry(client: ClientState, args: list[bytes]) -> Deferred:
         delay_ms=options.integer(b"DELAY"),
         at_ms=options.integer(b"AT"),
         dead=options.flag(b"DEAD"),
+        reason=options.raw(b"REASON"),
     )
     return Deferred(future)
 
