@@ -1,8 +1,9 @@
 """Storage backends behind one small interface (`Store`, `KeySpace`, `WriteSet`).
 
-A backend is an ordered key-value store with named key spaces (a RocksDB column family per partition,
-plus one for queue metadata) and atomic multi-key-space batches. Nothing here knows about leases or
-items; partitions build their batches and decide when to wait for durability.
+A backend is an ordered key-value store with named key spaces (a prefixed key range per partition,
+plus one for queue metadata, ADR 7) and atomic multi-key-space batches. Nothing here knows about
+leases or items; partitions build their batches and decide when to wait for durability.
+`tests/store/test_contract.py` is what every backend must pass.
 """
 
 from querator.store.base import KeySpace, Store, WriteSet
