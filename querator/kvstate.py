@@ -117,18 +117,29 @@ class KeyValueState(ItemMoves):
         ):
             self._expire_items(now, expire, budget)
 
-    def _promote_due(self, now: int, budget: int) -> int:
-        self.timers.next_due = None
+    def _take_index(
+        self, prefix: bytes, end: bytes, due_by: int, budget: int
+    ) -> tuple[list[int], int | None]:
+        """Remove the entries of a time index (due or expiry) whose time is at most `due_by`, oldest first,
+        at most `budget`: their seqs, and the time of the first entry left (None if none is left).
+        Entries this step already wrote or deleted are skipped: storage does not have them yet."""
         writes = self.writes
-        for key, _ in self.space.scan(DUE_INDEX, _DUE_END):
+        taken: list[int] = []
+        for key, _ in self.space.scan(prefix, end):
             if key in writes.overlay:
                 continue
-            due, seq = index_entry(key)
-            if due > now or not budget:
-                self.timers.next_due = due
-                break
-            budget -= 1
+            when, seq = index_entry(key)
+            if when > due_by or len(taken) >= budget:
+                return taken, when
             writes.delete(key)
+            taken.append(seq)
+        return taken, None
+
+    def _promote_due(self, now: int, budget: int) -> int:
+        """Scheduled items whose time has come go to the tail (or to the dead queue if they expired)."""
+        seqs, self.timers.next_due = self._take_index(DUE_INDEX, _DUE_END, now, budget)
+        writes = self.writes
+        for seq in seqs:
             item_key = seq_key(SCHEDULED, seq)
             raw = writes.get(item_key)
             if raw is None:
@@ -141,20 +152,15 @@ class KeyValueState(ItemMoves):
                 self._dead_letter(record, seq, now, DEAD_EXPIRED)
             else:
                 self._enqueue(record, now, now)
-        return budget
+        return budget - len(seqs)
 
     def _expire_items(self, now: int, expire: int, budget: int) -> None:
-        self.timers.next_expiry_created = None
+        """Ready or scheduled items older than the expire timeout go to the dead queue (or are deleted)."""
+        seqs, self.timers.next_expiry_created = self._take_index(
+            EXPIRY_INDEX, _EXPIRY_END, now - expire, budget
+        )
         writes = self.writes
-        for key, _ in self.space.scan(EXPIRY_INDEX, _EXPIRY_END):
-            if key in writes.overlay:
-                continue
-            created, seq = index_entry(key)
-            if created + expire > now or not budget:
-                self.timers.next_expiry_created = created
-                break
-            budget -= 1
-            writes.delete(key)
+        for seq in seqs:
             for prefix in (READY, SCHEDULED):
                 item_key = seq_key(prefix, seq)
                 raw = writes.get(item_key)
