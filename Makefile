@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos docs clean redis-tools
+.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos power-loss docs clean redis-tools fuse-tools
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ bench-limits: $(STAMP) redis-tools
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --durability both
+
+# The power-loss test mounts its FUSE filesystem (bench/lazyfs.py) with libfuse3 and fusermount3 (Debian).
+fuse-tools:
+	@command -v fusermount3 >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3)
+
+# Power cuts under the server's data directory, 30 per durability mode (docs/reliability.md).
+power-loss: $(STAMP) fuse-tools
+	$(BIN)/python -m bench.power_loss --durability both
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
