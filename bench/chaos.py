@@ -331,7 +331,8 @@ class CheckResult:
     duplicates_pct: float = 0.0
     unknown_produces_delivered: int = 0
     completed_acked: int = 0
-    lost_acked_mono: list[float] = field(default_factory=list)  # when each lost payload's produce was acked
+    # Per lost payload, its produce's (invoke, ok) times (`mono`): bench.power_loss dates the losses.
+    lost_produce_mono: list[tuple[float, float]] = field(default_factory=list)
     examples: dict[str, list[Any]] = field(default_factory=dict)
 
     MUST_BE_ZERO = (
@@ -514,7 +515,7 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
     for payload in acked.keys() - by_payload.keys():
         result.lost += 1
         invoke, outcome = acked[payload]
-        result.lost_acked_mono.append(outcome["mono"])
+        result.lost_produce_mono.append((invoke["mono"], outcome["mono"]))
         _example(result, "lost", {"payload": payload, "produce": [invoke, outcome]})
 
     result.produce_calls = dict(produce_calls)

@@ -69,9 +69,9 @@ class PowerCut(chaos.Fault):
 
     def crash(self, server: chaos.ChaosServer) -> None:
         assert self.fs is not None and server.proc is not None
+        self.cut_mono.append(time.monotonic())  # the instant of the cut: nothing is sent after it
         with contextlib.suppress(ProcessLookupError):
             os.kill(server.proc.pid, signal.SIGSTOP)
-        self.cut_mono.append(time.monotonic())
         self.cuts.append(self.fs.cut_power())
         server.kill()  # SIGKILL ends a stopped process too
         self.fs.remount()
@@ -155,13 +155,19 @@ class PowerLossResult:
         }
 
 
-def lost_window(lost_acked_mono: list[float], cut_mono: list[float]) -> float:
-    """The age, at the first cut after it, of the oldest lost acknowledgement."""
+def lost_window(lost_produces: list[tuple[float, float]], cut_mono: list[float]) -> float:
+    """The age, at the cut that lost it, of the oldest lost acknowledgement (seconds).
+
+    `lost_produces` holds each lost item's produce (invoke, ok) times. The cut that lost an item is the
+    first one after its invoke: a connection does not outlive a server, so the server that acknowledged
+    it ran before that cut, and a later cut cannot lose what survived this one. (Dating by the ok time
+    would blame the next cut for a reply read just after the cut.) The age is cut - ok, at least 0.
+    """
     ages = []
-    for acked in lost_acked_mono:
-        later = [c for c in cut_mono if c >= acked]
+    for invoked, acked in lost_produces:
+        later = [c for c in cut_mono if c >= invoked]
         if later:  # a loss without a later cut is not a power loss; the checker reports it anyway
-            ages.append(min(later) - acked)
+            ages.append(max(0.0, min(later) - acked))
     return max(ages, default=0.0)
 
 
@@ -172,7 +178,7 @@ def run(config: chaos.RunConfig, workdir: Path, verbose: bool = True) -> PowerLo
     return PowerLossResult(
         run=result,
         cuts=fault.cuts,
-        lost_window_s=lost_window(result.check.lost_acked_mono, fault.cut_mono),
+        lost_window_s=lost_window(result.check.lost_produce_mono, fault.cut_mono),
         queue_survival=fault.survival,
     )
 

@@ -20,10 +20,12 @@ REASON = unavailable()
 CUTS = 3
 
 
-def test_lost_window_is_the_age_of_the_oldest_loss_at_its_cut() -> None:
+def test_lost_window_is_the_age_of_the_oldest_loss_at_the_cut_that_lost_it() -> None:
     assert lost_window([], [10.0]) == 0.0
-    assert lost_window([9.0, 9.5, 11.0], [10.0, 12.0]) == pytest.approx(1.0)
-    assert lost_window([13.0], [10.0, 12.0]) == 0.0  # lost without a later cut: not a power loss
+    assert lost_window([(8.9, 9.0), (9.4, 9.5), (10.9, 11.0)], [10.0, 12.0]) == pytest.approx(1.0)
+    # Invoked before the cut at 10, its reply read just after it: that cut lost it, aged 0.
+    assert lost_window([(9.99, 10.01)], [10.0, 12.0]) == 0.0
+    assert lost_window([(12.9, 13.0)], [10.0, 12.0]) == 0.0  # lost without a later cut: not a power loss
 
 
 @pytest.mark.slow
@@ -54,6 +56,6 @@ def test_flush_mode_run_reports_what_the_cuts_lost(tmp_path: Path) -> None:
     assert c.acknowledged >= 500, "too little work to prove anything\n" + detail
     # What is reported is what the checker found: one acknowledgement time per lost item, and a window
     # exactly when something was lost. No bound on either yet.
-    assert len(c.lost_acked_mono) == c.lost, detail
+    assert len(c.lost_produce_mono) == c.lost, detail
     assert (result.lost_window_s > 0) == (c.lost > 0), detail
     assert f"{c.lost:,} of {c.acknowledged:,} acknowledged items lost" in result.summary()
