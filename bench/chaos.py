@@ -929,9 +929,11 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
             if w.is_alive():
                 w.kill()
                 w.join(2)
-        server.stop()
-        server.kill()
-        fault.close()
+        try:
+            server.stop()
+            server.kill()
+        finally:
+            fault.close()  # e.g. unmount: must happen even when the server would not die
     records = load_histories(sorted(hist_dir.glob("*.jsonl")))
     for r in records:
         if r.get("type") == "error":

@@ -72,8 +72,10 @@ class PowerCut(chaos.Fault):
         self.cut_mono.append(time.monotonic())  # the instant of the cut: nothing is sent after it
         with contextlib.suppress(ProcessLookupError):
             os.kill(server.proc.pid, signal.SIGSTOP)
-        self.cuts.append(self.fs.cut_power())
-        server.kill()  # SIGKILL ends a stopped process too
+        try:
+            self.cuts.append(self.fs.cut_power())
+        finally:
+            server.kill()  # SIGKILL ends a stopped process too
         self.fs.remount()
 
     def restarted(self, server: chaos.ChaosServer) -> None:
