@@ -3,28 +3,32 @@
 A passthrough to a backing directory (mfusepy over libfuse3; ADR 10 says why). Every write reaches the
 backing file at once, but for each file (each inode) the filesystem keeps, in memory, what the writes
 since that file's last fsync / fdatasync overwrote: its size at that sync and the old content of every
-4 KiB page below that size that a write or truncate has touched since. `cut_power` puts all of that back
-at once, under the lock every write holds, so each file is again exactly as it was at its last sync.
-From then on every operation on the mount fails with EIO (the machine is off) until it is unmounted and
-mounted again. Seen through the mount this is lazyfs's "clear cache": unsynced data is gone, synced data
-is there.
+4 KiB page below that size that a write or truncate has touched since. Likewise it keeps a journal of
+the file names created, renamed or unlinked since the last fsync of their directory (an unlinked or
+replaced file stays reachable through a hard link in a trash directory beside the backing one).
+`cut_power` undoes all of that at once, under the lock every change holds: the names first, newest
+first, then each file's content. From then on every operation on the mount fails with EIO (the machine
+is off) until it is unmounted and mounted again. Seen through the mount this is lazyfs's "clear cache",
+plus the loss of directory entries that were never fsync'd.
 
-The invariant: after a cut, the bytes and size of every file that still exists equal those at its last
-successful fsync / fdatasync (or its creation), and an fsync that returned success was never undone.
+The invariant: after a cut, the bytes and size of every file equal those at its last successful fsync /
+fdatasync (or its creation), its names are those at the last fsync of each directory, and an fsync that
+returned success was never undone.
 
 Modelled:
 - file contents and sizes (write, truncate, fallocate that grows a file), per inode, so a rename or a
-  hard link carries a file's unsynced writes with it, and an fsync through any name covers them all.
+  hard link carries a file's unsynced writes with it, and an fsync through any name covers them all;
+- file names (create, link, rename, unlink of regular files): durable once every directory the change
+  touched was fsync'd after it, as POSIX says and RocksDB assumes; a file's own fsync does not make its
+  name durable (ext4 often would: this model is the stricter one).
 
 Not modelled (said again in ADR 10):
-- namespace changes are durable at once: a create, rename, link, unlink or mkdir survives a cut even
-  without a directory fsync (fsyncdir is accepted and does nothing). So this cannot catch a missing
-  directory fsync; it errs towards keeping data, never towards losing synced data.
-- torn writes inside a page, reordering among unsynced writes (all of them are lost together), and
-  latent errors: a cut drops every unsynced write of every file, nothing in between.
+- directories and symlinks: mkdir, rmdir, a directory's rename and symlinks are durable at once;
+- torn writes inside a page, reordering among unsynced writes (a cut drops all of them together), and
+  latent errors: nothing in between "all unsynced state lost" and "nothing lost";
 - fsync does not reach the host's disk: only the model loses power, not the machine, so a real fsync
-  would add only latency.
-- rename flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are not passed by mfusepy: a rename replaces.
+  would add only latency;
+- rename flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are not passed by mfusepy: a rename replaces;
 - locks (fcntl / flock) are left to the kernel's local lock handling, which is right for one machine.
 
 Command line, for a shell::
@@ -96,6 +100,110 @@ class Unsynced:
 
 
 @dataclass(slots=True)
+class NameChange:
+    """One change of a file's name not yet made durable by an fsync of the directories it touched."""
+
+    kind: str  # "create" (create, link) | "rename" | "unlink"
+    path: str  # the name the change made (create, rename) or removed (unlink); backing path
+    ino: int  # the inode that name reaches (created / renamed) or reached (unlinked)
+    dirs: set[str]  # directories still to fsync before the change is durable
+    old_path: str = ""  # rename: where the file came from
+    trash: str = ""  # unlink, or the file a rename replaced: a hard link that keeps its inode for undo
+
+
+class UnsyncedNames:
+    """The journal of file-name changes since each directory's last fsync; `undo` reverts them.
+
+    A create, link, rename or unlink is durable once every directory it touched was fsync'd after it
+    (POSIX, and what RocksDB's own fault-injection filesystem assumes). Until then an unlinked or
+    replaced file keeps its inode through a hard link in `trash` (beside the backing directory, so on
+    the same filesystem). `undo` walks the journal backwards and reverts each change whose name still
+    reaches the same inode; a change that later ones made moot is skipped. Directories themselves
+    (mkdir, rmdir, a directory's rename) and symlinks are durable at once.
+    """
+
+    def __init__(self, trash: str) -> None:
+        self.trash = trash
+        self.changes: list[NameChange] = []
+        self._seq = 0
+        shutil.rmtree(trash, ignore_errors=True)
+        os.makedirs(trash)
+
+    def _keep(self, full: str) -> str:
+        """A hard link to `full` in the trash, so that its inode (and content) can come back."""
+        self._seq += 1
+        kept = os.path.join(self.trash, str(self._seq))
+        os.link(full, kept, follow_symlinks=False)
+        return kept
+
+    def created(self, full: str, ino: int) -> None:
+        self.changes.append(NameChange("create", full, ino, {os.path.dirname(full)}))
+
+    def unlinking(self, full: str) -> None:
+        """Called before unlinking `full` (a regular file)."""
+        ino = os.lstat(full).st_ino
+        self.changes.append(NameChange("unlink", full, ino, {os.path.dirname(full)}, trash=self._keep(full)))
+
+    def renaming(self, old: str, new: str) -> None:
+        """Called before renaming the regular file `old` to `new`."""
+        trash = ""
+        with contextlib.suppress(FileNotFoundError):
+            victim = os.lstat(new)
+            if stat.S_ISREG(victim.st_mode) and victim.st_ino != os.lstat(old).st_ino:
+                trash = self._keep(new)
+        dirs = {os.path.dirname(old), os.path.dirname(new)}
+        ino = os.lstat(old).st_ino
+        self.changes.append(NameChange("rename", new, ino, dirs, old_path=old, trash=trash))
+
+    def dir_synced(self, directory: str) -> list[int]:
+        """An fsync of `directory`; returns the inodes whose last link was dropped from the trash."""
+        kept: list[NameChange] = []
+        freed: list[int] = []
+        for change in self.changes:
+            change.dirs.discard(directory)
+            if change.dirs:
+                kept.append(change)
+            elif change.trash:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.lstat(change.trash).st_nlink <= 1:
+                        freed.append(os.lstat(change.trash).st_ino)
+                    os.unlink(change.trash)
+        self.changes = kept
+        return freed
+
+    def undo(self) -> int:
+        """Revert every change not yet durable, newest first; returns how many were reverted."""
+        undone = 0
+        for change in reversed(self.changes):
+            if change.kind == "create" and _reaches(change.path, change.ino):
+                os.unlink(change.path)
+                undone += 1
+            elif change.kind == "unlink" and not os.path.lexists(change.path):
+                os.link(change.trash, change.path)
+                undone += 1
+            elif change.kind == "rename" and _reaches(change.path, change.ino):
+                if not os.path.lexists(change.old_path):
+                    os.rename(change.path, change.old_path)
+                    undone += 1
+                if change.trash and not os.path.lexists(change.path):
+                    os.link(change.trash, change.path)
+        self.changes.clear()
+        shutil.rmtree(self.trash, ignore_errors=True)
+        os.makedirs(self.trash)
+        return undone
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+
+def _reaches(full: str, ino: int) -> bool:
+    try:
+        return os.lstat(full).st_ino == ino
+    except FileNotFoundError:
+        return False
+
+
+@dataclass(slots=True)
 class CutReport:
     """What one power cut undid."""
 
@@ -103,6 +211,7 @@ class CutReport:
     bytes_written_back: int  # old content restored over unsynced overwrites
     bytes_truncated: int  # unsynced growth cut off
     files_gone: int  # inodes with unsynced writes that no name reaches any more (unlinked): nothing to do
+    names_undone: int = 0  # creates, renames and unlinks reverted for want of a directory fsync
 
 
 def _import_mfusepy() -> Any:
@@ -128,6 +237,7 @@ def _operations_class() -> type[Any]:
             self.root = os.path.realpath(backing)
             self._mutex = threading.Lock()
             self.records: dict[int, Unsynced] = {}  # by inode number of the backing file
+            self.names = UnsyncedNames(_trash_path(self.root))
             self.dead = False
 
         # -- the model ------------------------------------------------------------------------------------
@@ -156,6 +266,8 @@ def _operations_class() -> type[Any]:
         def cut(self) -> CutReport:
             with self._mutex:
                 self.dead = True
+                # Names first: an unlink undone brings back a file whose content may need restoring too.
+                names_undone = self.names.undo()
                 where: dict[int, str] = {}
                 for directory, _dirs, files in os.walk(self.root):
                     for name in files:
@@ -164,7 +276,7 @@ def _operations_class() -> type[Any]:
                             st = os.lstat(full)
                             if stat.S_ISREG(st.st_mode):
                                 where[st.st_ino] = full
-                report = CutReport(files=0, bytes_written_back=0, bytes_truncated=0, files_gone=0)
+                report = CutReport(0, 0, 0, 0, names_undone=names_undone)
                 for ino, record in self.records.items():
                     full_path = where.get(ino)
                     if full_path is None:
@@ -184,6 +296,7 @@ def _operations_class() -> type[Any]:
             with self._mutex:
                 return {
                     "unsynced_files": len(self.records),
+                    "unsynced_names": len(self.names),
                     "held_bytes": sum(r.held_bytes() for r in self.records.values()),
                     "dead": int(self.dead),
                 }
@@ -214,8 +327,13 @@ def _operations_class() -> type[Any]:
         def create(self, path: str, mode: int, flags: int | None = None) -> int:
             with self._mutex:
                 self._alive()
-                fd = os.open(self._path(path), ((flags or os.O_WRONLY) | os.O_CREAT) & ~os.O_APPEND, mode)
-                self.records.pop(os.fstat(fd).st_ino, None)  # a new inode has no unsynced past
+                full = self._path(path)
+                existed = os.path.lexists(full)
+                fd = os.open(full, ((flags or os.O_WRONLY) | os.O_CREAT) & ~os.O_APPEND, mode)
+                ino = os.fstat(fd).st_ino
+                if not existed:
+                    self.records.pop(ino, None)  # a new inode has no unsynced past
+                    self.names.created(full, ino)
                 return fd
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -276,9 +394,12 @@ def _operations_class() -> type[Any]:
             with self._mutex:
                 self._alive()
                 src, dst = self._path(old), self._path(new)
-                with contextlib.suppress(FileNotFoundError):
-                    if not os.path.samefile(src, dst):
-                        self._forget_if_last_name(dst)
+                if stat.S_ISREG(os.lstat(src).st_mode):
+                    self.names.renaming(src, dst)  # keeps a replaced file's inode for the undo
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        if not os.path.samefile(src, dst):
+                            self._forget_if_last_name(dst)
                 os.rename(src, dst)
                 return 0
 
@@ -286,14 +407,21 @@ def _operations_class() -> type[Any]:
             with self._mutex:
                 self._alive()
                 full = self._path(path)
-                self._forget_if_last_name(full)
+                if stat.S_ISREG(os.lstat(full).st_mode):
+                    self.names.unlinking(full)  # the trash keeps the inode (and its record) alive
+                else:
+                    self._forget_if_last_name(full)
                 os.unlink(full)
                 return 0
 
         def link(self, target: str, source: str) -> int:
             with self._mutex:
                 self._alive()
-                os.link(self._path(source), self._path(target))
+                full = self._path(target)
+                os.link(self._path(source), full)
+                st = os.lstat(full)
+                if stat.S_ISREG(st.st_mode):
+                    self.names.created(full, st.st_ino)
                 return 0
 
         def symlink(self, target: str, source: str) -> int:
@@ -323,8 +451,11 @@ def _operations_class() -> type[Any]:
             return [".", "..", *os.listdir(self._path(path))]
 
         def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
-            self._alive()
-            return 0
+            with self._mutex:
+                self._alive()
+                for ino in self.names.dir_synced(os.path.normpath(self._path(path))):
+                    self.records.pop(ino, None)  # its last link was the trash's: the inode is freed
+                return 0
 
         def chmod(self, path: str, mode: int) -> int:
             self._alive()
@@ -369,7 +500,7 @@ def _serve_control(ops: Any, path: str) -> None:
                     r = ops.cut()
                     reply = (
                         f"ok files={r.files} written_back={r.bytes_written_back} "
-                        f"truncated={r.bytes_truncated} gone={r.files_gone}"
+                        f"truncated={r.bytes_truncated} gone={r.files_gone} names={r.names_undone}"
                     )
                 elif command == "status":
                     reply = "ok " + " ".join(f"{k}={v}" for k, v in ops.status().items())
@@ -417,6 +548,10 @@ def _mounted(mountpoint: Path) -> bool:
     target = os.path.realpath(mountpoint)
     with open("/proc/self/mounts", encoding="utf-8") as f:
         return any(line.split()[1] == target for line in f if len(line.split()) > 1)
+
+
+def _trash_path(backing: str) -> str:
+    return os.path.join(os.path.dirname(backing), f".{os.path.basename(backing)}.lazyfs-trash")
 
 
 def _control_path(backing: Path) -> str:
@@ -483,6 +618,7 @@ class LazyFS:
             bytes_written_back=int(fields["written_back"]),
             bytes_truncated=int(fields["truncated"]),
             files_gone=int(fields["gone"]),
+            names_undone=int(fields["names"]),
         )
         self.cuts.append(report)
         return report
@@ -516,6 +652,8 @@ class LazyFS:
             self.proc = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control)
+        # Hard links the daemon kept to undo unlinks; the next mount starts a fresh one anyway.
+        shutil.rmtree(_trash_path(os.path.realpath(self.backing)), ignore_errors=True)
 
     def __enter__(self) -> LazyFS:
         return self.mount()

@@ -143,7 +143,8 @@ class PowerLossResult:
             f"attempts not increasing {c.attempts_not_increasing:,}; "
             f"queues missing after a cut {len(missing)} of {self.queue_survival.checked} checked"
             f"{' (' + ', '.join(missing[:5]) + ')' if missing else ''}; "
-            f"unsynced data dropped: {dropped:,} bytes in {files} file cuts"
+            f"unsynced data dropped: {dropped:,} bytes in {files} file cuts, "
+            f"{sum(r.names_undone for r in self.cuts):,} name changes undone"
         )
 
     def to_json(self) -> dict[str, Any]:

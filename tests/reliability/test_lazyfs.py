@@ -49,6 +49,7 @@ def _write(path: Path, data: bytes, offset: int = 0, sync: bool = False) -> None
 
 
 def _fsync(path: Path) -> None:
+    """fsync a file, or a directory (which makes the name changes in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -60,15 +61,18 @@ def test_synced_data_survives_a_cut_and_unsynced_data_does_not(fs: LazyFS) -> No
     m = fs.mountpoint
     synced = b"s" * (3 * PAGE + 100)
     _write(m / "a", synced, sync=True)
+    _write(m / "b", b"")
+    _write(m / "c", b"")
+    _fsync(m)  # the three names are durable; their contents are what each file's own fsync says
     _write(m / "a", b"overwritten", offset=PAGE - 5)  # across a page boundary, not synced
     _write(m / "a", b"appended" * 1000, offset=len(synced))
     _write(m / "b", b"never synced")
-    fd = os.open(m / "c", os.O_RDWR | os.O_CREAT)
+    fd = os.open(m / "c", os.O_RDWR)
     os.write(fd, b"fdatasync counts as well")
     os.fdatasync(fd)
     os.close(fd)
     assert (m / "a").read_bytes()[PAGE - 5 : PAGE + 6] == b"overwritten"  # reads see unsynced writes
-    assert fs.status()["unsynced_files"] == 2
+    assert fs.status()["unsynced_files"] == 2 and fs.status()["unsynced_names"] == 0
 
     report = fs.cut_power()
     assert report.files == 2 and report.bytes_truncated == 8000 + len(b"never synced")
@@ -78,8 +82,34 @@ def test_synced_data_survives_a_cut_and_unsynced_data_does_not(fs: LazyFS) -> No
 
     fs.remount()
     assert (m / "a").read_bytes() == synced
-    assert (m / "b").read_bytes() == b""  # the name was kept (names are durable at once), not the data
+    assert (m / "b").read_bytes() == b""
     assert (m / "c").read_bytes() == b"fdatasync counts as well"
+
+
+def test_name_changes_need_a_directory_fsync(fs: LazyFS) -> None:
+    m = fs.mountpoint
+    (m / "d").mkdir()
+    _write(m / "old", b"durable", sync=True)
+    _write(m / "gone", b"durable, then unlinked", sync=True)
+    _write(m / "moved", b"durable, then renamed", sync=True)
+    _fsync(m)
+    _write(m / "new", b"file synced, directory not", sync=True)
+    _write(m / "d" / "kept", b"file and directory synced", sync=True)
+    _fsync(m / "d")
+    os.unlink(m / "gone")
+    os.rename(m / "moved", m / "d" / "moved")
+    _write(m / "old.tmp", b"replaces old", sync=True)
+    os.rename(m / "old.tmp", m / "old")  # RocksDB's CURRENT: without a directory fsync, not durable
+    assert fs.status()["unsynced_names"] == 5
+    report = fs.cut_power()
+    assert report.names_undone == 5
+    fs.remount()
+    # "new" and "old.tmp" were created after the last fsync of the directory: both names are gone.
+    assert sorted(os.listdir(m)) == ["d", "gone", "moved", "old"]
+    assert (m / "gone").read_bytes() == b"durable, then unlinked"
+    assert (m / "moved").read_bytes() == b"durable, then renamed"
+    assert (m / "old").read_bytes() == b"durable"
+    assert os.listdir(m / "d") == ["kept"]
 
 
 def test_rename_carries_unsynced_data(fs: LazyFS) -> None:
@@ -90,8 +120,10 @@ def test_rename_carries_unsynced_data(fs: LazyFS) -> None:
     _write(m / "lost.tmp", b"renamed, never synced")
     os.rename(m / "lost.tmp", m / "lost")
     _write(m / "old", b"old content", sync=True)
+    _fsync(m)
     _write(m / "new", b"replaces old, never synced")
-    os.rename(m / "new", m / "old")  # the replaced inode's record must go; the mover's stays
+    os.rename(m / "new", m / "old")
+    _fsync(m)  # the names are durable: only contents are left to lose
     fs.cut_power()
     fs.remount()
     assert sorted(os.listdir(m)) == ["kept", "lost", "old"]
@@ -104,13 +136,15 @@ def test_truncate_fallocate_and_links_are_undone_to_the_last_sync(fs: LazyFS) ->
     m = fs.mountpoint
     content = bytes(range(256)) * 40  # 10,240 bytes, every page different
     _write(m / "t", content, sync=True)
-    os.truncate(m / "t", 100)
-    _write(m / "t", b"regrown", offset=5000)
-    fd = os.open(m / "f", os.O_RDWR | os.O_CREAT)
-    os.posix_fallocate(fd, 0, 3 * PAGE)  # grows the file: unsynced like a write
-    os.close(fd)
+    _write(m / "f", b"")
     _write(m / "l1", b"linked", sync=False)
     os.link(m / "l1", m / "l2")
+    _fsync(m)
+    os.truncate(m / "t", 100)
+    _write(m / "t", b"regrown", offset=5000)
+    fd = os.open(m / "f", os.O_RDWR)
+    os.posix_fallocate(fd, 0, 3 * PAGE)  # grows the file: unsynced like a write
+    os.close(fd)
     _fsync(m / "l2")  # one inode: a sync through either name covers both
     _write(m / "gone", b"unlinked before the cut")
     os.unlink(m / "gone")
