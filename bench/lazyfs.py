@@ -297,6 +297,10 @@ def _operations_class() -> type[Any]:
                 return {
                     "unsynced_files": len(self.records),
                     "unsynced_names": len(self.names),
+                    **{
+                        f"unsynced_{kind}s": sum(1 for c in self.names.changes if c.kind == kind)
+                        for kind in ("create", "rename", "unlink")
+                    },
                     "held_bytes": sum(r.held_bytes() for r in self.records.values()),
                     "dead": int(self.dead),
                 }
