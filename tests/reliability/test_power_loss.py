@@ -54,8 +54,9 @@ def test_flush_mode_run_reports_what_the_cuts_lost(tmp_path: Path) -> None:
     detail = f"{result.summary()}\n{result.run.details()}"
     assert len(result.cuts) == CUTS and not result.run.worker_errors, detail
     assert c.acknowledged >= 500, "too little work to prove anything\n" + detail
-    # What is reported is what the checker found: one acknowledgement time per lost item, and a window
-    # exactly when something was lost. No bound on either yet.
+    # What is reported is what the checker found: the produce times of each lost item, and a window
+    # only when something was lost (0 is possible even then: a reply read just after its cut). No bound
+    # on either yet.
     assert len(c.lost_produce_mono) == c.lost, detail
-    assert (result.lost_window_s > 0) == (c.lost > 0), detail
+    assert result.lost_window_s >= 0 and (c.lost > 0 or result.lost_window_s == 0), detail
     assert f"{c.lost:,} of {c.acknowledged:,} acknowledged items lost" in result.summary()
