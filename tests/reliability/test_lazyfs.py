@@ -1,8 +1,8 @@
 """The power-loss filesystem (`bench.lazyfs`): a cut keeps what was fsync'd and drops the rest.
 
-Each test mounts a fresh filesystem over a temporary backing directory and unmounts it in the fixture's
-teardown, whatever happens. They skip only where FUSE cannot work: no /dev/fuse, no fusermount3 (Debian
-fuse3), or no mfusepy (the `test` extra).
+The name journal is tested alone on a plain directory. Every other test mounts a fresh filesystem over a
+temporary backing directory and unmounts it in the fixture's teardown, whatever happens; they skip only
+where FUSE cannot work: no /dev/fuse, no fusermount3 (Debian fuse3), or no mfusepy (the `test` extra).
 """
 
 from __future__ import annotations
@@ -18,17 +18,46 @@ from typing import Any
 
 import pytest
 
-from bench.lazyfs import PAGE, LazyFS, _mounted, unavailable
+from bench.lazyfs import PAGE, LazyFS, UnsyncedNames, _mounted, unavailable
 
 REASON = unavailable()
-pytestmark = [
-    pytest.mark.skipif(REASON is not None, reason=f"no FUSE here: {REASON}"),
-    pytest.mark.timeout(60),
-]
+pytestmark = pytest.mark.timeout(60)
+
+
+def _replace_current(names: UnsyncedNames, root: Path, content: bytes) -> None:
+    """RocksDB's way to change CURRENT: write a temporary file, rename it over, as the journal sees it."""
+    tmp = root / "CURRENT.tmp"
+    tmp.write_bytes(content)
+    names.created(str(tmp), tmp.stat().st_ino)
+    names.renaming(str(tmp), str(root / "CURRENT"))
+    os.rename(tmp, root / "CURRENT")
+
+
+def test_name_journal_undoes_newest_first_unless_the_directory_was_synced(tmp_path: Path) -> None:
+    """The journal alone, on a plain directory: it runs where FUSE does not."""
+    root = tmp_path / "backing"
+    root.mkdir()
+    names = UnsyncedNames(str(tmp_path / "trash"))
+    (root / "CURRENT").write_bytes(b"old")
+    (root / "gone").write_bytes(b"durable")
+    _replace_current(names, root, b"new")
+    names.unlinking(str(root / "gone"))
+    os.unlink(root / "gone")
+    assert names.undo() == 3  # the unlink, the rename (the replaced file comes back), the create
+    assert sorted(os.listdir(root)) == ["CURRENT", "gone"]
+    assert (root / "CURRENT").read_bytes() == b"old" and (root / "gone").read_bytes() == b"durable"
+
+    old_ino = (root / "CURRENT").stat().st_ino
+    _replace_current(names, root, b"new")
+    assert names.dir_synced(str(root)) == [old_ino]  # the trash held the old CURRENT's last link
+    assert names.undo() == 0 and (root / "CURRENT").read_bytes() == b"new"
+    assert os.listdir(tmp_path / "trash") == []
 
 
 @pytest.fixture
 def fs(tmp_path: Path) -> Iterator[LazyFS]:
+    if REASON is not None:
+        pytest.skip(f"no FUSE here: {REASON}")
     lazy = LazyFS(tmp_path / "backing", tmp_path / "mnt", log=tmp_path / "lazyfs.log")
     lazy.mount()
     try:
