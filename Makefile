@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos docs clean clean-data redis-tools
+.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos power-loss docs clean clean-data \
+	redis-tools fuse-tools
 
 $(SERVE_STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +63,15 @@ bench-pgqueue: $(STAMP) postgres
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --durability both
+
+# The power-loss test mounts its FUSE filesystem (bench/lazyfs.py) with libfuse3 and fusermount3 (Debian).
+fuse-tools:
+	@command -v fusermount3 >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3)
+
+# Power cuts under the server's data directory, 30 per durability mode (docs/reliability.md).
+power-loss: $(STAMP) fuse-tools
+	$(BIN)/python -m bench.power_loss --durability both
 
 # Caches and the virtualenv only: queues and their items are never deleted by a clean-up.
 clean:

@@ -331,6 +331,8 @@ class CheckResult:
     duplicates_pct: float = 0.0
     unknown_produces_delivered: int = 0
     completed_acked: int = 0
+    # Per lost payload, its produce's (invoke, ok) times (`mono`): bench.power_loss dates the losses.
+    lost_produce_mono: list[tuple[float, float]] = field(default_factory=list)
     examples: dict[str, list[Any]] = field(default_factory=dict)
 
     MUST_BE_ZERO = (
@@ -513,6 +515,7 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
     for payload in acked.keys() - by_payload.keys():
         result.lost += 1
         invoke, outcome = acked[payload]
+        result.lost_produce_mono.append((invoke["mono"], outcome["mono"]))
         _example(result, "lost", {"payload": payload, "produce": [invoke, outcome]})
 
     result.produce_calls = dict(produce_calls)
@@ -630,6 +633,33 @@ class ChaosServer:
             return []
         words = (" ERROR ", " CRITICAL ", "Traceback")
         return [line for line in text.splitlines() if any(w in line for w in words)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The fault
+
+
+class Fault:
+    """How the server is crashed, and where its data lives. This one is a plain SIGKILL.
+
+    `bench.power_loss` swaps in one that cuts the power of the filesystem under the data directory too.
+    """
+
+    name = "kill"
+
+    def data_dir(self, workdir: Path) -> Path:
+        """Called once before the first start; may mount something there."""
+        return workdir / "data"
+
+    def crash(self, server: ChaosServer) -> None:
+        """End the server abruptly; `run` starts it again right after."""
+        server.kill()
+
+    def restarted(self, server: ChaosServer) -> None:
+        """Called once the server serves again after `crash`."""
+
+    def close(self) -> None:
+        """Called in `run`'s finally, after the server was stopped: undo what `data_dir` set up."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -802,14 +832,15 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(config: RunConfig, workdir: Path, verbose: bool = True) -> RunResult:
-    """One chaos run against a fresh server and data directory under `workdir`."""
+def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | None = None) -> RunResult:
+    """One chaos run against a fresh server and data directory under `workdir`; `fault` crashes it."""
 
     workdir.mkdir(parents=True, exist_ok=True)
     hist_dir = workdir / "histories"
     hist_dir.mkdir(exist_ok=True)
     rng = random.Random(config.seed)
-    server = ChaosServer(workdir / "data", workdir / "server.log", config.durability)
+    fault = fault if fault is not None else Fault()
+    server = ChaosServer(fault.data_dir(workdir), workdir / "server.log", config.durability)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     workers: list[Any] = []
@@ -857,9 +888,10 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True) -> RunResult:
             time.sleep(rng.uniform(*config.kill_gap))
             note_dead_workers(f"before kill {k + 1}")
             ensure_serving(f"before kill {k + 1}")
-            server.kill()
+            fault.crash(server)
             took = server.start()
             restart_s.append(took)
+            fault.restarted(server)
             if verbose and (k + 1) % 10 == 0:
                 _log(f"  {config.durability}: {k + 1}/{config.kills} kills, last restart {took:.2f} s")
         time.sleep(rng.uniform(*config.kill_gap))  # some load after the last restart too
@@ -897,8 +929,11 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True) -> RunResult:
             if w.is_alive():
                 w.kill()
                 w.join(2)
-        server.stop()
-        server.kill()
+        try:
+            server.stop()
+            server.kill()
+        finally:
+            fault.close()  # e.g. unmount: must happen even when the server would not die
     records = load_histories(sorted(hist_dir.glob("*.jsonl")))
     for r in records:
         if r.get("type") == "error":
@@ -920,17 +955,32 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True) -> RunResult:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=None, help="SIGKILLs per durability mode (default 50)")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `bench.chaos` shares with `bench.power_loss` (which adds its own count of faults)."""
     parser.add_argument("--durability", choices=["fsync", "flush", "both"], default="both")
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--consumers", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="8 kills per mode")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--workdir", type=Path, default=None, help="data and histories (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir even when every check passes")
     parser.add_argument("--seed", type=int, default=None)
+
+
+def print_violations(result: RunResult) -> None:
+    """Each must-be-0 count that is not, with its history excerpts, and the workers' tracebacks."""
+    for name, count in result.check.violations().items():
+        print(f"  VIOLATION {name}: {count}", flush=True)
+        for ex in result.check.examples.get(name, []):
+            print("    " + json.dumps(ex)[:2000], flush=True)
+    for err in result.worker_errors:
+        print(f"  WORKER ERROR {err[:2000]}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=None, help="SIGKILLs per durability mode (default 50)")
+    parser.add_argument("--quick", action="store_true", help="8 kills per mode")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     kills = args.kills if args.kills is not None else (8 if args.quick else 50)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
@@ -952,12 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
             print(result.details(), flush=True)
             if not result.ok:
                 failed = True
-                for name, count in result.check.violations().items():
-                    print(f"  VIOLATION {name}: {count}", flush=True)
-                    for ex in result.check.examples.get(name, []):
-                        print("    " + json.dumps(ex)[:2000], flush=True)
-                for err in result.worker_errors:
-                    print(f"  WORKER ERROR {err[:2000]}", flush=True)
+                print_violations(result)
             for line in result.disturbances:
                 print(f"  DISTURBANCE {line}", flush=True)
             if result.server_log_problems:
@@ -970,28 +1015,42 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         raise
     finally:
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            payload = {
-                "ok": not failed and len(results) == len(modes),
-                "config": {
-                    "kills": kills,
-                    "producers": args.producers,
-                    "consumers": args.consumers,
-                    "seed": seed,
-                    "lease_timeout_ms": LEASE_TIMEOUT_MS,
-                    "partitions": PARTITIONS,
-                    "kill_gap_s": list(KILL_GAP),
-                    "clock_slack_ms": CLOCK_SLACK_MS,
-                },
-                "modes": {r.durability: r.to_json() for r in results},
-            }
-            args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        if failed or args.keep or not own_workdir:
-            _log(f"chaos: histories and server logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        ok = not failed and len(results) == len(modes)
+        modes_json = {r.durability: r.to_json() for r in results}
+        finish(args, "chaos", {"kills": kills, "seed": seed}, ok, modes_json, root, own_workdir)
     return 1 if failed else 0
+
+
+def finish(
+    args: argparse.Namespace,
+    prog: str,
+    config: dict[str, Any],
+    ok: bool,
+    modes: dict[str, Any],
+    root: Path,
+    own_workdir: bool,
+) -> None:
+    """Write the JSON results (`--json`), then keep the workdir (failure, `--keep`, given) or remove it."""
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "ok": ok,
+            "config": {
+                **config,
+                "producers": args.producers,
+                "consumers": args.consumers,
+                "lease_timeout_ms": LEASE_TIMEOUT_MS,
+                "partitions": PARTITIONS,
+                "kill_gap_s": list(KILL_GAP),
+                "clock_slack_ms": CLOCK_SLACK_MS,
+            },
+            "modes": modes,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    if not ok or args.keep or not own_workdir:
+        _log(f"{prog}: histories and server logs kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
