@@ -80,6 +80,9 @@ class Config:
     backend: Backend = "rocksdb"
     data: str = "./data"
     durability: Durability = "fsync"
+    # With durability "flush": sync in the background at least this often, so a power cut loses at most
+    # about this much acknowledged work (Redis's `everysec`); 0: never (only admin changes are synced).
+    flush_sync_ms: int = 1_000
     # Memtable budget shared by every partition: all live in one column family (ADR 7).
     rocksdb_write_buffer_bytes: int = 64 * 1024 * 1024
     rocksdb_block_cache_bytes: int = 32 * 1024 * 1024
@@ -305,7 +308,7 @@ def validate(config: Config, where: Callable[[str], str] = _key) -> None:
             )
         if config.tls_auth_clients != "no" and not config.tls_ca_cert_file:
             raise _invalid(where("tls_auth_clients"), "needs tls-ca-cert-file to check client certificates")
-    for name in ("read_timeout_ms", "shutdown_grace_ms"):
+    for name in ("read_timeout_ms", "shutdown_grace_ms", "flush_sync_ms"):
         if getattr(config, name) < 0:
             raise _invalid(where(name), f"is {getattr(config, name)}; allowed: 0 or more")
     for name in (

@@ -28,7 +28,14 @@ from querator.engine import (
 )
 from querator.errors import QueratorError
 from querator.futures import combine, done, one_or_combined
-from querator.model import LeasedItem, QueueInfo, QueueOptions
+from querator.model import (
+    LeasedItem,
+    PartitionCounters,
+    PartitionStats,
+    QueueInfo,
+    QueueOptions,
+    QueueStats,
+)
 from querator.partition import PartitionActor
 from querator.records import Record
 from querator.store.base import WriteSet
@@ -269,6 +276,34 @@ class Queue:
     def reindex_expiry(self, enabled: bool) -> list[asyncio.Future[int]]:
         return [p.submit(ReindexExpiry(enabled)) for p in self.partitions]
 
+    def length(self) -> asyncio.Future[int]:
+        """Items ready to lease now (QLEN)."""
+        return self.read(self.partitions, _ready, _total)
+
+    def stats(self) -> asyncio.Future[QueueStats]:
+        """QSTATS: every partition's counts and counters, read at the same point of each one's requests."""
+        return self.read(self.partitions, _snapshot, self._stats)
+
+    def _stats(self, snapshots: list[_Snapshot]) -> QueueStats:
+        parts = [s[0] for s in snapshots]
+        counters = [s[1] for s in snapshots]
+        now = self._engine.clock.now_ms()
+        oldest = [s[2] for s in snapshots if s[2] is not None]
+        return QueueStats(
+            ready=sum(s.ready for s in parts),
+            leased=sum(s.leased for s in parts),
+            scheduled=sum(s.scheduled for s in parts),
+            produced=sum(c.produced for c in counters),
+            completed=sum(c.completed for c in counters),
+            retried=sum(c.retried for c in counters),
+            lease_expired=sum(c.lease_expired for c in counters),
+            dead_lettered=sum(c.dead_lettered for c in counters),
+            deduplicated=sum(c.deduplicated for c in counters),
+            oldest_ready_age=max(0, now - min(oldest)) if oldest else 0,
+            waiting_consumers=self.waiters.waiting(),
+            partitions=parts,
+        )
+
     def read(
         self,
         partitions: Sequence[Partition],
@@ -283,6 +318,21 @@ class Queue:
             return done(loop, combine_all([reader(p) for p in partitions]))
         parts = [p.submit(Read(reader)) if p.pending() else done(loop, reader(p)) for p in partitions]
         return combine(parts, combine_all)
+
+
+_Snapshot = tuple[PartitionStats, PartitionCounters, "int | None"]
+
+
+def _ready(p: PartitionReads) -> int:
+    return p.ready
+
+
+def _total(counts: list[int]) -> int:
+    return sum(counts)
+
+
+def _snapshot(p: PartitionReads) -> _Snapshot:
+    return p.stats(), p.counters(), p.oldest_ready_enqueue_at()
 
 
 def space_name(uid: int, index: int) -> str:

@@ -9,9 +9,11 @@ caller (a pipelining connection) awaits them later (ADR 5).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TypeVar
 
+from querator.arguments import check_ids, check_lease, check_produce, check_retry, due_at
 from querator.catalog import Catalog, QueueEntry, check_range, validate_options, validate_queue_name
 from querator.clock import Clock
 from querator.config import Config
@@ -30,20 +32,12 @@ from querator.errors import CommandError, NoQueueError, QueueExistsError, Shutdo
 from querator.futures import combine, done, ignore
 from querator.ids import parse_after, parse_ids
 from querator.model import (
-    AT_SECONDS_RANGE,
     DEFAULT_REDRIVE_LIMIT,
-    MAX_AT_MS,
-    MAX_DEDUP_KEY_BYTES,
-    MAX_LABEL_BYTES,
     MAX_LEASE_COUNT,
     MAX_LEASE_TIMEOUT,
     MAX_LIST_LIMIT,
-    MAX_REASON_BYTES,
     MAX_REDRIVE_LIMIT,
-    MAX_WAIT_MS,
     LeasedItem,
-    PartitionCounters,
-    PartitionStats,
     QueueInfo,
     QueueOptions,
     QueueStats,
@@ -55,6 +49,7 @@ from querator.records import Record
 from querator.store import Store, open_store
 
 T = TypeVar("T")
+log = logging.getLogger("querator.service")
 
 __all__ = ["Service", "validate_queue_name"]
 
@@ -68,6 +63,7 @@ class Service:
         self.queues: dict[str, Queue] = {}
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
+        self._flush_sync: asyncio.TimerHandle | None = None
         # Set by start(); the loop is kept because asyncio.get_running_loop() makes a getpid() system call.
         self.store: Store
         self.loop: asyncio.AbstractEventLoop
@@ -90,7 +86,11 @@ class Service:
         self._engine = EngineContext(
             self.store, self.clock, self.loop, self.config.partition_inbox, wait_for_sync
         )
-        self._catalog = Catalog(self.store, self.loop, wait_for_sync)
+        self._catalog = Catalog(self.store, self.loop)
+        if self.store.durable and self.config.durability == "flush" and self.config.flush_sync_ms:
+            self._flush_sync = self.loop.call_later(
+                self.config.flush_sync_ms / 1000, self._sync_in_background
+            )
         self._load_queues()
         for queue in self.queues.values():
             for partition in queue.partitions:
@@ -120,12 +120,27 @@ class Service:
         if self._closing:
             return
         self._closing = True
+        if self._flush_sync is not None:
+            self._flush_sync.cancel()
         for queue in self.queues.values():
             queue.stop_sweep()
             queue.waiters.fail_all(ShutdownError())
         await asyncio.gather(*(p.stop() for q in self.queues.values() for p in q.partitions))
         if hasattr(self, "store"):
             await self.store.close()
+
+    def _sync_in_background(self) -> None:
+        """Durability `flush`: replies do not wait for the disk, but a sync at least every `flush-sync-ms`
+        bounds what a power cut can take (as Redis's `appendfsync everysec`)."""
+        self.store.after_sync(self._synced)
+
+    def _synced(self, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("background sync failed: %s", error)
+        if not self._closing:
+            self._flush_sync = self.loop.call_later(
+                self.config.flush_sync_ms / 1000, self._sync_in_background
+            )
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -143,31 +158,8 @@ class Service:
         )
 
     def _ids(self, queue: Queue, ids: Sequence[str | bytes]) -> dict[int, list[int]]:
-        if len(ids) > self.config.max_batch:
-            raise CommandError(f"too many ids; at most {self.config.max_batch} per call")
+        check_ids(self.config, ids)
         return parse_ids(queue.uid, len(queue.partitions), ids)
-
-    def _due(self, delay_ms: int | None, at_ms: int | None) -> int:
-        if delay_ms is not None and at_ms is not None:
-            raise CommandError("DELAY and AT are mutually exclusive")
-        if delay_ms is not None:
-            if delay_ms < 0:
-                raise CommandError("DELAY must be at least 0")
-            if delay_ms > MAX_WAIT_MS:
-                raise CommandError(f"DELAY must be at most {MAX_WAIT_MS}")
-            return self.clock.now_ms() + delay_ms if delay_ms else 0
-        if at_ms is not None:
-            if at_ms < 0:
-                raise CommandError("AT must be at least 0")
-            if at_ms > MAX_AT_MS:
-                raise CommandError(f"AT must be at most {MAX_AT_MS}")
-            if at_ms in AT_SECONDS_RANGE:
-                raise CommandError(
-                    f"AT must be a Unix time in milliseconds; {at_ms} looks like seconds "
-                    f"(did you mean {at_ms * 1000}?)"
-                )
-            return at_ms
-        return 0
 
     # -- queue administration --------------------------------------------------------------------------
 
@@ -243,32 +235,10 @@ class Service:
         return done(self.loop, self._queue(name).info())
 
     def queue_length(self, name: str) -> asyncio.Future[int]:
-        queue = self._queue(name)
-        return queue.read(queue.partitions, _ready, _total)
+        return self._queue(name).length()
 
     def queue_stats(self, name: str) -> asyncio.Future[QueueStats]:
-        queue = self._queue(name)
-        return queue.read(queue.partitions, _snapshot, lambda snaps: self._stats(queue, snaps))
-
-    def _stats(self, queue: Queue, snapshots: list[_Snapshot]) -> QueueStats:
-        parts = [s[0] for s in snapshots]
-        counters = [s[1] for s in snapshots]
-        now = self.clock.now_ms()
-        oldest = [s[2] for s in snapshots if s[2] is not None]
-        return QueueStats(
-            ready=sum(s.ready for s in parts),
-            leased=sum(s.leased for s in parts),
-            scheduled=sum(s.scheduled for s in parts),
-            produced=sum(c.produced for c in counters),
-            completed=sum(c.completed for c in counters),
-            retried=sum(c.retried for c in counters),
-            lease_expired=sum(c.lease_expired for c in counters),
-            dead_lettered=sum(c.dead_lettered for c in counters),
-            deduplicated=sum(c.deduplicated for c in counters),
-            oldest_ready_age=max(0, now - min(oldest)) if oldest else 0,
-            waiting_consumers=queue.waiters.waiting(),
-            partitions=parts,
-        )
+        return self._queue(name).stats()
 
     # -- items -----------------------------------------------------------------------------------------
 
@@ -287,25 +257,10 @@ class Service:
         """Add items at the tail of one partition (all or none); the ids come back in order. With `dedup`,
         a repeat of the call within the queue's dedup window stores nothing and returns the first ids."""
         q = self._queue(queue)
-        config = self.config
-        if not payloads:
-            raise CommandError("ITEMS needs at least one payload")
-        if len(payloads) > config.max_batch:
-            raise CommandError(f"too many items; at most {config.max_batch} per QPRODUCE")
-        limit = config.max_item_bytes
-        if max(map(len, payloads)) > limit:
-            raise CommandError(f"item payload too large; max-item-bytes is {limit}")
-        if kind or reference or encoding:
-            for option, label in (("KIND", kind), ("REFERENCE", reference), ("ENCODING", encoding)):
-                if len(label) > MAX_LABEL_BYTES:
-                    raise CommandError(f"{option} must be at most {MAX_LABEL_BYTES} bytes")
-        due = self._due(delay_ms, at_ms)
-        if dedup is not None:
-            # Checked whatever the window, so a key that would fail with deduplication on fails with it off.
-            if not 1 <= len(dedup) <= MAX_DEDUP_KEY_BYTES:
-                raise CommandError(f"DEDUP key must be 1-{MAX_DEDUP_KEY_BYTES} bytes")
-            if not q.options.dedup_window:
-                dedup = None
+        check_produce(self.config, payloads, (kind, reference, encoding), dedup)
+        due = due_at(self.clock.now_ms(), delay_ms, at_ms)
+        if not q.options.dedup_window:
+            dedup = None  # deduplication is off for this queue: DEDUP is accepted and ignored
         produced = q.produce_partition().submit(Produce(payloads, due, kind, reference, encoding, dedup))
         if dedup is not None:
             q.arm_sweep()
@@ -316,11 +271,7 @@ class Service:
     ) -> asyncio.Future[list[LeasedItem]]:
         """Lease up to `count` ready items; with `block_ms`, wait that long (0: forever) for at least one."""
         q = self._queue(queue)
-        check_range("COUNT", count, 1, MAX_LEASE_COUNT)
-        if block_ms is not None and block_ms < 0:
-            raise CommandError("BLOCK must be at least 0")
-        if block_ms is not None and block_ms > MAX_WAIT_MS:
-            raise CommandError(f"BLOCK must be at most {MAX_WAIT_MS}")
+        check_lease(count, block_ms)
         return q.lease(count, block_ms)
 
     def complete(self, queue: str, ids: Sequence[str | bytes]) -> asyncio.Future[int]:
@@ -340,11 +291,8 @@ class Service:
         """Hand leased items back (now, at `due`, or to the dead queue); `reason` becomes their last
         failure reason (none given: empty)."""
         q = self._queue(queue)
-        if dead and (delay_ms is not None or at_ms is not None):
-            raise CommandError("DEAD, DELAY and AT are mutually exclusive")
-        if reason is not None and len(reason) > MAX_REASON_BYTES:
-            raise CommandError(f"REASON must be at most {MAX_REASON_BYTES} bytes")
-        due = self._due(delay_ms, at_ms)
+        check_retry(dead, delay_ms, at_ms, reason)
+        due = due_at(self.clock.now_ms(), delay_ms, at_ms)
         why = reason or b""
         return q.by_ids(self._ids(q, ids), lambda seqs: Retry(seqs, due, dead, why))
 
@@ -452,18 +400,3 @@ class Service:
             "items_scheduled": sum(p.scheduled for q in queues for p in q.partitions),
             "waiting_consumers": self.waiting_consumers(),
         }
-
-
-_Snapshot = tuple[PartitionStats, PartitionCounters, "int | None"]
-
-
-def _ready(p: PartitionReads) -> int:
-    return p.ready
-
-
-def _total(counts: list[int]) -> int:
-    return sum(counts)
-
-
-def _snapshot(p: PartitionReads) -> _Snapshot:
-    return p.stats(), p.counters(), p.oldest_ready_enqueue_at()

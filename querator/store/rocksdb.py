@@ -151,7 +151,7 @@ class RocksStore:
         write_buffer_bytes: int = 64 << 20,
         block_cache_bytes: int = 32 << 20,
     ) -> None:
-        os.makedirs(path, exist_ok=True)
+        _make_durable_dir(path)
         self._path = path
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
@@ -332,3 +332,20 @@ class _GroupSync:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+def _make_durable_dir(path: str) -> None:
+    """Create the data directory, and make its creation durable: without an fsync of the parent, a power
+    cut after the first acknowledged write could take the new directory, and everything in it, away."""
+    absolute = os.path.abspath(path)
+    missing: list[str] = []
+    while not os.path.isdir(absolute):
+        missing.append(absolute)
+        absolute = os.path.dirname(absolute)
+    os.makedirs(path, exist_ok=True)
+    for created in reversed(missing):
+        fd = os.open(os.path.dirname(created), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,8 +1,8 @@
 """A quick power-loss run per durability mode: `bench.power_loss` with 3 cuts each (about 20 s a mode).
 
 `fsync` must keep the whole contract through power cuts: nothing acknowledged lost, nothing completed
-resurrected, every queue still there. `flush` may lose acknowledged work; here only that the harness
-sees and reports what it lost is asserted (the bounds come with a periodic sync for flush mode).
+resurrected, every queue still there. `flush` may lose acknowledged work, but only about the last
+`flush-sync-ms` of it (the background sync), and never a queue (admin changes are synced in every mode).
 `make power-loss` is the long version.
 """
 
@@ -18,6 +18,10 @@ from bench.power_loss import lost_window, run
 
 REASON = unavailable()
 CUTS = 3
+FLUSH_SYNC_S = 1.0  # the server's default flush-sync-ms
+# What a loss may be older than the sync period: one sync on the FUSE filesystem, and a loaded machine's
+# scheduling of the timer that starts it.
+SYNC_SLACK_S = 1.0
 
 
 def test_lost_window_is_the_age_of_the_oldest_loss_at_the_cut_that_lost_it() -> None:
@@ -48,15 +52,19 @@ def test_fsync_loses_nothing_acknowledged_through_power_cuts(tmp_path: Path) -> 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 @pytest.mark.skipif(REASON is not None, reason=f"no FUSE here: {REASON}")
-def test_flush_mode_run_reports_what_the_cuts_lost(tmp_path: Path) -> None:
+def test_flush_mode_loses_at_most_the_last_sync_period_and_never_a_queue(tmp_path: Path) -> None:
     result = run(RunConfig(durability="flush", kills=CUTS, seed=11), tmp_path / "flush", verbose=False)
     c = result.run.check
     detail = f"{result.summary()}\n{result.run.details()}"
     assert len(result.cuts) == CUTS and not result.run.worker_errors, detail
     assert c.acknowledged >= 500, "too little work to prove anything\n" + detail
     # What is reported is what the checker found: the produce times of each lost item, and a window
-    # only when something was lost (0 is possible even then: a reply read just after its cut). No bound
-    # on either yet.
+    # only when something was lost (0 is possible even then: a reply read just after its cut).
     assert len(c.lost_produce_mono) == c.lost, detail
     assert result.lost_window_s >= 0 and (c.lost > 0 or result.lost_window_s == 0), detail
     assert f"{c.lost:,} of {c.acknowledged:,} acknowledged items lost" in result.summary()
+    # The bounds: no queue lost, and nothing acknowledged longer ago than about one sync period.
+    assert result.queue_survival.missing == [] and result.queue_survival.checked >= CUTS, detail
+    assert result.lost_window_s <= FLUSH_SYNC_S + SYNC_SLACK_S, detail
+    # Completes and leases of that last period may be lost too (an item then comes back, or is leased
+    # again while its first holder still works on it): that is what `flush` trades for its speed.

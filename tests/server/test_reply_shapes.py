@@ -10,15 +10,15 @@ from tests.support import ServerProcess
 
 INFO_FIELDS = [
     "name", "partitions", "lease-timeout", "expire-timeout", "max-attempts", "dead-queue", "reference",
-    "created-at", "updated-at",
+    "created-at", "updated-at", "paused", "dedup-window",
 ]  # fmt: skip
 STATS_FIELDS = [
     "ready", "leased", "scheduled", "total", "produced", "completed", "retried", "lease-expired",
-    "dead-lettered", "oldest-ready-age", "waiting-consumers", "partitions",
+    "dead-lettered", "deduplicated", "oldest-ready-age", "waiting-consumers", "partitions",
 ]  # fmt: skip
 ITEM_FIELDS = [
     "id", "state", "attempts", "created-at", "enqueue-at", "lease-deadline", "expire-deadline", "kind",
-    "reference", "encoding", "payload",
+    "reference", "encoding", "payload", "reason", "source-queue", "source-id", "dead-reason",
 ]  # fmt: skip
 
 
