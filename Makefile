@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck bench bench-quick bench-limits chaos power-loss docs clean clean-data \
+.PHONY: serve test lint typecheck bench bench-quick bench-limits bench-micro chaos power-loss docs clean clean-data \
 	redis-tools fuse-tools
 
 $(SERVE_STAMP): pyproject.toml
@@ -60,6 +60,12 @@ bench-pg-drivers: $(STAMP) postgres
 
 bench-pgqueue: $(STAMP) postgres
 	$(BIN)/python -m bench.pgqueue
+
+# The hot functions alone (parser, encoder, keys and ids, one partition step), compared with the last run
+# saved on this machine (.benchmarks/, not in git: timings belong to their machine).
+bench-micro: $(STAMP)
+	$(BIN)/python -m pytest tests/micro --benchmark-enable --benchmark-autosave \
+	  $(if $(wildcard .benchmarks),--benchmark-compare,)
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --durability both
