@@ -57,6 +57,9 @@ class Config:
     tls_key_file: str = ""
     tls_ca_cert_file: str = ""
     tls_auth_clients: str = "no"
+    # HTTP (/metrics, /health) on the same event loop; 0: off. http-bind "": the same address as bind.
+    http_port: int = 2320
+    http_bind: str = ""
     # Storage
     backend: Backend = "rocksdb"
     data: str = "./data"
@@ -76,6 +79,11 @@ class Config:
     # Operations
     shutdown_grace_ms: int = 5_000
     log_level: str = "info"
+    # "text" (key=value) or "json" (one object a line).
+    log_format: str = "text"
+    # Commands whose handler takes at least this many microseconds go to SLOWLOG (negative: none).
+    slowlog_log_slower_than: int = 10_000
+    slowlog_max_len: int = 128
     queues: list[QueueDeclaration] = field(default_factory=list)
     users: list[UserDeclaration] = field(default_factory=list)
 
@@ -160,6 +168,12 @@ def validate(config: Config) -> None:
             )
         if config.tls_auth_clients != "no" and not config.tls_ca_cert_file:
             raise ConfigError("tls-auth-clients needs tls-ca-cert-file to check client certificates")
+    if not 0 <= config.http_port <= 65535:
+        raise ConfigError(f"http-port must be between 0 and 65535, not {config.http_port}")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"log-format must be text or json, not '{config.log_format}'")
+    if config.slowlog_max_len < 0:
+        raise ConfigError("slowlog-max-len must be at least 0")
     if config.read_timeout_ms < 0:
         raise ConfigError("read-timeout-ms must be at least 0")
     for name in ("max_clients", "max_item_bytes", "max_batch", "max_bulk_bytes", "partition_inbox"):
