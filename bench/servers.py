@@ -264,6 +264,9 @@ class QueratorServer(Server):
             self.backend,
             "--durability",
             self.durability,
+            # HTTP off: benchmarks start servers side by side, and the default HTTP port is one port.
+            "--http-port",
+            "0",
         ]
 
     def _ready(self) -> bool:

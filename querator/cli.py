@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", type=int, help="also accept TLS connections on this port")
     serve.add_argument("--tls-cert-file", help="server certificate (PEM) for TLS")
     serve.add_argument("--tls-key-file", help="server private key (PEM) for TLS")
+    serve.add_argument(
+        "--http-port", type=int, help="HTTP port for /metrics and /health (default 2320; 0: no HTTP)"
+    )
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     return parser
 
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_port=args.tls_port,
             tls_cert_file=args.tls_cert_file,
             tls_key_file=args.tls_key_file,
+            http_port=args.http_port,
         )
     except ConfigError as exc:
         print(f"querator: {exc}", file=sys.stderr)

@@ -1,26 +1,33 @@
-"""The RESP server: listening sockets, the connection limit, signals and graceful shutdown.
+"""The RESP server: listening sockets, the connection limit, signals and graceful shutdown, and the HTTP
+listener for operators (/metrics, /health) on the same loop.
 
 Shutdown order (as uvicorn does it): stop accepting; stop reading, but let every connection run and answer
 the commands it already received, within `shutdown-grace-ms`; then close the service (blocked consumers
 are answered, partitions finish their last batch, storage closes); last, flush and close the connections.
+HTTP listens first and stops last, so /health can say "starting" and "shutting down".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
+import time
 
 from querator.auth import Users
 from querator.clients import ServerState
 from querator.commands import Dispatcher, build_table
 from querator.config import Config
 from querator.connection import Connection
+from querator.http import HttpServer
 from querator.service import Service
 
 log = logging.getLogger("querator")
 _DRAIN_POLL_S = 0.005
+# How often the command count is sampled for `instantaneous_ops_per_sec` (as Redis: every 100 ms).
+_OPS_SAMPLE_S = 0.1
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
@@ -44,6 +51,9 @@ class Server:
         self.dispatch = Dispatcher(build_table())
         self.service = service or Service(config)
         self.state = ServerState(config=config, service=self.service, users=Users.from_config(config))
+        self.state.phase = "starting"
+        self.http = HttpServer(self.state) if config.http_port else None
+        self._sampler: asyncio.Task[None] | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tls_server: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
@@ -54,6 +64,8 @@ class Server:
         return self.state.tcp_port
 
     async def start(self) -> None:
+        if self.http is not None:
+            await self.http.start(self.config.http_bind or self.config.bind, self.config.http_port)
         await self.service.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -61,7 +73,7 @@ class Server:
         )
         sockets = self._server.sockets
         self.state.tcp_port = sockets[0].getsockname()[1] if sockets else self.config.port
-        tls_note = ""
+        listeners = ""
         if self.config.tls_port:
             self._tls_server = await loop.create_server(
                 self._new_connection,
@@ -72,15 +84,25 @@ class Server:
                 ssl=tls_context(self.config),
             )
             self.state.tls_port = self._tls_server.sockets[0].getsockname()[1]
-            tls_note = f", TLS on port {self.state.tls_port}"
+            listeners = f", TLS on port {self.state.tls_port}"
+        if self.http is not None:
+            listeners += f", HTTP on port {self.http.port}"
+        self.state.phase = "serving"
+        self._sampler = loop.create_task(self._sample_ops())
         log.info(
             "Querator ready to accept connections on %s:%d (backend %s, durability %s%s)",
             self.config.bind,
             self.state.tcp_port,
             self.config.backend,
             self.config.durability,
-            tls_note,
+            listeners,
         )
+
+    async def _sample_ops(self) -> None:
+        state = self.state
+        while True:
+            state.ops.sample(time.monotonic(), state.stats.commands_processed)
+            await asyncio.sleep(_OPS_SAMPLE_S)
 
     def _new_connection(self) -> Connection:
         connection = Connection(self.state, self.dispatch)
@@ -101,6 +123,11 @@ class Server:
         self._stopped.set()
 
     async def stop(self) -> None:
+        self.state.phase = "stopping"
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_grace_ms / 1000
         for listener in (self._server, self._tls_server):
@@ -124,4 +151,6 @@ class Server:
                 await asyncio.wait_for(self._server.wait_closed(), max(deadline - loop.time(), 0.1))
             except TimeoutError:
                 log.warning("connections still open after the grace period")
+        if self.http is not None:
+            await self.http.close()
         log.info("stopped")
