@@ -346,6 +346,33 @@ SLOWLOG = with_subcommands(
 )
 
 
+# -- LATENCY ------------------------------------------------------------------------------------------
+# Querator keeps no latency-monitor events (the command histograms live on /metrics): LATENCY answers with
+# Redis's replies for "nothing recorded", so monitoring tools that ask (redis_exporter) see no error.
+
+
+def _latency_latest(client: ClientState, args: list[bytes]) -> object:
+    return []
+
+
+def _latency_histogram(client: ClientState, args: list[bytes]) -> object:
+    return {}
+
+
+LATENCY = with_subcommands(
+    Command("LATENCY", -2, "server", "A container for latency monitor commands; no events are recorded."),
+    Command("LATEST", 2, "server", "Returns the latest latency events: none are recorded.", _latency_latest),
+    Command(
+        "HISTOGRAM",
+        -2,
+        "server",
+        "Returns per-command latency histograms: none here (see /metrics).",
+        _latency_histogram,
+        args=(Arg("command", optional=True, multiple=True),),
+    ),
+)
+
+
 # -- COMMAND ------------------------------------------------------------------------------------------
 
 
@@ -439,4 +466,4 @@ def command_command(table: CommandTable) -> Command:
     )
 
 
-DECLARATIONS = (INFO, TIME, CONFIG, SLOWLOG)
+DECLARATIONS = (INFO, TIME, CONFIG, SLOWLOG, LATENCY)
