@@ -7,6 +7,7 @@ import gc
 import logging
 import sys
 
+from querator import logs
 from querator.config import ConfigError, load_config
 from querator.server import Server
 
@@ -73,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"querator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     try:
         import uvloop
 

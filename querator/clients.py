@@ -27,6 +27,9 @@ class ServerStats:
     rejected_connections: int = 0
     commands_processed: int = 0
     protocol_errors: int = 0
+    # Clients refused at max-clients are logged at most once a second (a flood must not flood the log).
+    rejections_logged_at: float = -1.0
+    rejections_unlogged: int = 0
 
 
 class ClientLink(Protocol):

@@ -82,11 +82,7 @@ class Connection(asyncio.Protocol):
         server.stats.connections_received += 1
         addr = _format_addr(transport.get_extra_info("peername"))
         if len(server.clients) >= server.config.max_clients:
-            server.stats.rejected_connections += 1
-            log.warning(
-                "client rejected: max number of clients reached",
-                extra={"fields": {"addr": addr, "max_clients": server.config.max_clients}},
-            )
+            _log_rejection(server, addr)
             self._closing = True
             transport.write(_MAX_CLIENTS_REPLY)
             transport.close()
@@ -381,6 +377,20 @@ class Connection(asyncio.Protocol):
 
     def _set_parser_auth(self, authenticated: bool) -> None:
         self._parser.authenticated = authenticated
+
+
+def _log_rejection(server: ServerState, addr: str) -> None:
+    """Count a client refused at max-clients; log it, with those not logged since, at most once a second."""
+    stats = server.stats
+    stats.rejected_connections += 1
+    stats.rejections_unlogged += 1
+    now = time.monotonic()
+    if now - stats.rejections_logged_at < 1.0 and stats.rejections_logged_at >= 0:
+        return
+    fields = {"addr": addr, "max_clients": server.config.max_clients, "rejected": stats.rejections_unlogged}
+    log.warning("client rejected: max number of clients reached", extra={"fields": fields})
+    stats.rejections_logged_at = now
+    stats.rejections_unlogged = 0
 
 
 def _encode_deferred(deferred: Deferred) -> bytes:
