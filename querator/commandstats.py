@@ -14,7 +14,7 @@ from typing import Protocol
 DURATION_BUCKETS_S = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 )  # fmt: skip
-_BOUNDS_NS = tuple(round(bound * 1e9) for bound in DURATION_BUCKETS_S)
+BUCKET_BOUNDS_NS = tuple(round(bound * 1e9) for bound in DURATION_BUCKETS_S)
 
 
 class CommandStats:
@@ -22,7 +22,7 @@ class CommandStats:
     replied an error, `rejected` was refused before running (arity, authentication, permission).
     `usec` is the time the handler itself took; the histogram also covers waiting for the group commit."""
 
-    __slots__ = ("buckets", "calls", "duration_ns", "failed", "name", "observed", "rejected", "run_ns")
+    __slots__ = ("buckets", "calls", "failed", "name", "rejected", "run_ns", "wait_ns")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -30,19 +30,20 @@ class CommandStats:
         self.failed = 0
         self.rejected = 0
         self.run_ns = 0
-        # Histogram: one count per bucket of `DURATION_BUCKETS_S`, the last for +Inf (not cumulative).
-        self.buckets = [0] * (len(_BOUNDS_NS) + 1)
-        self.observed = 0
-        self.duration_ns = 0
+        # Histogram of whole durations: one count per bucket of `DURATION_BUCKETS_S`, the last for +Inf
+        # (not cumulative). Its sum is `run_ns + wait_ns`, so the hot path adds to one total only.
+        self.buckets = [0] * (len(BUCKET_BOUNDS_NS) + 1)
+        # Time deferred replies waited after their handler returned (group commit, BLOCK).
+        self.wait_ns = 0
 
     @property
     def usec(self) -> int:
         return self.run_ns // 1000
 
-    def observe(self, duration_ns: int) -> None:
-        self.buckets[bisect_left(_BOUNDS_NS, duration_ns)] += 1
-        self.observed += 1
-        self.duration_ns += duration_ns
+    def reply_ready(self, started_ns: int, ran_ns: int, now_ns: int) -> None:
+        """A deferred reply is ready: its whole duration into the histogram."""
+        self.buckets[bisect_left(BUCKET_BOUNDS_NS, now_ns - started_ns)] += 1
+        self.wait_ns += now_ns - started_ns - ran_ns
 
 
 class Named(Protocol):
@@ -53,13 +54,13 @@ class Named(Protocol):
 class Statistics:
     """What INFO's Commandstats and Errorstats sections show, for one server."""
 
-    __slots__ = ("_by_id", "commands", "error_replies", "errors")
+    __slots__ = ("by_id", "commands", "error_replies", "errors")
 
     def __init__(self) -> None:
         self.commands: dict[str, CommandStats] = {}
         # The same objects by the identity of the command declaration: the dispatcher's lookup, which
         # skips building the name. Declarations live as long as the command table.
-        self._by_id: dict[int, CommandStats] = {}
+        self.by_id: dict[int, CommandStats] = {}
         # Error replies by their first word (`ERR`, `NOQUEUE`, ...), as Redis's `errorstat_<code>`.
         self.errors: dict[str, int] = {}
         self.error_replies = 0
@@ -71,9 +72,9 @@ class Statistics:
         return stats
 
     def of(self, command: Named) -> CommandStats:
-        stats = self._by_id.get(id(command))
+        stats = self.by_id.get(id(command))
         if stats is None:
-            stats = self._by_id[id(command)] = self.command(command.full_name)
+            stats = self.by_id[id(command)] = self.command(command.full_name)
         return stats
 
     def error(self, code: str) -> None:

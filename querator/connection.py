@@ -328,7 +328,7 @@ class Connection(asyncio.Protocol):
         reply = _encode_deferred(deferred)
         stats = deferred.stats
         if stats is not None:
-            stats.observe(perf_counter_ns() - deferred.started_ns)
+            stats.reply_ready(deferred.started_ns, deferred.ran_ns, perf_counter_ns())
         if reply[:1] == b"-":
             self._server.statistics.error(reply[1 : reply.find(b" ")].decode())
             if stats is not None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class Deferred:
-    __slots__ = ("blocking", "convert", "future", "proto", "started_ns", "stats", "weight")
+    __slots__ = ("blocking", "convert", "future", "proto", "ran_ns", "started_ns", "stats", "weight")
 
     def __init__(
         self,
@@ -34,7 +34,8 @@ class Deferred:
         self.proto = 2
         # Bytes of the request, counted against the connection's in-flight budget until it is answered.
         self.weight = 0
-        # Set by the dispatcher: the command's counters and when it started (perf_counter_ns), so the
-        # connection can count a failure and the whole duration once the reply is ready.
+        # Set by the dispatcher: the command's counters, when it started (perf_counter_ns) and how long
+        # its handler ran, so the connection can count a failure and the whole duration once it is ready.
         self.stats: CommandStats | None = None
         self.started_ns = 0
+        self.ran_ns = 0

@@ -4,6 +4,7 @@ command table."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import os
 import platform
@@ -51,7 +52,7 @@ def _info(client: ClientState, args: list[bytes]) -> object:
     if "queues" not in wanted:
         return Verbatim("\r\n".join(parts))
     # Per-queue numbers are read through the partitions, so the reply waits for them.
-    task = server.service.loop.create_task(snapshot.queue_stats(server.service))
+    task = asyncio.ensure_future(snapshot.queue_stats(server.service))
     return Deferred(task, lambda queues: Verbatim("\r\n".join([*parts, _queues(server, queues)])))
 
 

@@ -85,13 +85,13 @@ class QueratorCollector(Collector):
             labels=["command"],
         )
         for stats in sorted(self.state.statistics.commands.values(), key=lambda s: s.name):
-            if not stats.observed:
-                continue
             cumulative = list(accumulate(stats.buckets))
+            if not cumulative[-1]:
+                continue  # only rejected so far: no duration to show
             family.add_metric(
                 [stats.name],
                 list(zip(_BUCKET_BOUNDS, cumulative, strict=True)),
-                stats.duration_ns / 1e9,
+                (stats.run_ns + stats.wait_ns) / 1e9,
             )
         return family
 
