@@ -60,6 +60,8 @@ class Config:
     # HTTP (/metrics, /health) on the same event loop; 0: off. http-bind "": the same address as bind.
     http_port: int = 2320
     http_bind: str = ""
+    # /metrics without a password even when requirepass / users need one.
+    http_metrics_public: bool = False
     # Storage
     backend: Backend = "rocksdb"
     data: str = "./data"

@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from querator import snapshot
+from querator.auth import User
 from querator.clients import ServerState
 from querator.commandstats import DURATION_BUCKETS_S
 from querator.model import QueueStats
@@ -106,10 +107,14 @@ class Metrics:
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
 
-    async def render(self, accept: str) -> tuple[bytes, str]:
-        """The exposition (OpenMetrics when `accept` asks for it) and its content type."""
-        # No await between taking the snapshot and encoding it, so concurrent scrapes cannot mix.
-        self.collector.queues = await snapshot.queue_stats(self.state.service)
+    async def render(self, accept: str, user: User | None = None) -> tuple[bytes, str]:
+        """The exposition (OpenMetrics when `accept` asks for it) and its content type; with `user`, only
+        the queues its patterns allow."""
+        queues = await snapshot.queue_stats(self.state.service)
+        if user is not None and not user.unrestricted:
+            queues = {name: stats for name, stats in queues.items() if user.may_access(name)}
+        # No await between setting the snapshot and encoding it, so concurrent scrapes cannot mix.
+        self.collector.queues = queues
         encoder, content_type = choose_encoder(accept)
         try:
             return encoder(self.registry), content_type

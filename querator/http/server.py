@@ -2,7 +2,8 @@
 that runs RESP, so it needs no thread and reads the server's counters without locks (ADR 13).
 
 Routes: `GET /metrics`, `GET /health`; anything else is 404, another method 405. A port that is taken
-fails the start with one line, like the RESP port.
+fails the start with one line, like the RESP port. When the RESP side needs a password so does /metrics
+(HTTP Basic, the same users), unless `http-metrics-public`; /health never does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import logging
 from aiohttp import web
 
 from querator import snapshot
+from querator.auth import User
 from querator.clients import ServerState
+from querator.http.auth import CHALLENGE, basic_user
 from querator.http.metrics import Metrics
 
 log = logging.getLogger("querator.http")
@@ -58,7 +61,15 @@ class HttpServer:
         return await route(request)
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
-        body, content_type = await self.metrics.render(request.headers.get("Accept", ""))
+        user: User | None = None
+        users = self.state.users
+        if users.default_needs_password() and not self.state.config.http_metrics_public:
+            user = basic_user(users, request.headers.get("Authorization", ""), request.remote or "")
+            if user is None:
+                return web.Response(
+                    status=401, text="authentication required\n", headers={"WWW-Authenticate": CHALLENGE}
+                )
+        body, content_type = await self.metrics.render(request.headers.get("Accept", ""), user)
         response = web.Response(body=body)
         # prometheus_client's content types carry parameters, which `content_type=` would refuse.
         response.headers["Content-Type"] = content_type

@@ -3,6 +3,7 @@ prometheus_client's own parsers and checked for exact values after a known seque
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -147,3 +148,66 @@ def test_health_says_why_it_cannot_serve() -> None:
                 await http.close()
 
     run(scenario())
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def get_as(server: ServerProcess, path: str, authorization: str = "") -> tuple[int, dict[str, str], str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}")
+    if authorization:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+_USERS = """requirepass = "admin-pass"
+[[user]]
+name = "orders-reader"
+password = "reader-pass"
+queues = ["orders*"]
+commands = ["consume"]
+"""
+
+
+def test_metrics_need_the_resp_password_and_show_a_user_its_queues(tmp_path: Path) -> None:
+    config = tmp_path / "querator.toml"
+    config.write_text(_USERS)
+    server = ServerProcess(
+        tmp_path / "data", "--config", str(config), backend="memory", http_port=free_port()
+    ).start()
+    try:
+        client = redis.Redis(port=server.port, password="admin-pass")
+        client.execute_command("QCREATE", "orders")
+        client.execute_command("QCREATE", "payroll")
+        status, headers, _ = get_as(server, "/metrics")
+        assert status == 401 and headers["WWW-Authenticate"].startswith('Basic realm="querator"')
+        assert get_as(server, "/metrics", basic("default", "wrong-pass"))[0] == 401
+        assert get_as(server, "/metrics", "Basic !!!")[0] == 401
+        assert get_as(server, "/health")[0] == 200  # never behind a password
+        status, _, body = get_as(server, "/metrics", basic("default", "admin-pass"))
+        assert status == 200 and 'queue="payroll"' in body and 'queue="orders"' in body
+        status, _, body = get_as(server, "/metrics", basic("orders-reader", "reader-pass"))
+        assert status == 200 and 'queue="orders"' in body and 'queue="payroll"' not in body
+        server.stop()
+        log = server.read_log()
+        assert 'msg="failed login" user=default addr=127.0.0.1 via=http' in log
+        assert "wrong-pass" not in log
+    finally:
+        server.kill()
+
+
+def test_metrics_public_opens_metrics_only(tmp_path: Path) -> None:
+    config = tmp_path / "querator.toml"
+    config.write_text('requirepass = "admin-pass"\nhttp-metrics-public = true\n')
+    server = ServerProcess(
+        tmp_path / "data", "--config", str(config), backend="memory", http_port=free_port()
+    ).start()
+    try:
+        assert get_as(server, "/metrics")[0] == 200
+    finally:
+        server.kill()
