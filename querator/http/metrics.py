@@ -58,6 +58,7 @@ class QueratorCollector(Collector):
                 ("produced", "Items produced into the queue."),
                 ("completed", "Leased items completed."),
                 ("retried", "Leased items handed back by QRETRY."),
+                ("lease_expired", "Leases that ran out (the item went back, or to the dead queue)."),
             )
         }
         dead = CounterMetricFamily(

@@ -76,6 +76,7 @@ def test_metrics_after_a_known_sequence_of_commands(http_server: ServerProcess) 
     assert value("querator_items_produced_total", queue="jobs") == 4
     assert value("querator_items_completed_total", queue="jobs") == 1
     assert value("querator_items_retried_total", queue="jobs") == 2
+    assert value("querator_items_lease_expired_total", queue="jobs") == 0
     assert value("querator_items_dead_lettered_total", queue="jobs", reason="unknown") == 1
     assert value("querator_lease_waiters", queue="jobs") == 0
     assert value("querator_queue_oldest_item_age_seconds", queue="idle") == 0
