@@ -579,6 +579,8 @@ class ChaosServer:
             str(self.data_dir),
             "--durability",
             self.durability,
+            "--http-port",
+            "0",
         ]
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())

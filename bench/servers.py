@@ -34,8 +34,8 @@ import hiredis
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 _READY = re.compile(rb"ready to accept connections on [^ ]+:(\d+)")
-# Querator logs `asctime LEVEL name: message`; anything at WARNING or above is worth a look.
-_QUERATOR_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+# Querator logs `time=... level=warning logger=... msg=...`; anything at warning or above is worth a look.
+_QUERATOR_PROBLEM = re.compile(r" level=(warning|error|critical) |Traceback")
 
 
 class ServerError(RuntimeError):
@@ -236,8 +236,11 @@ class QueratorServer(Server):
 
     kind = "querator"
 
-    def __init__(self, backend: str = "rocksdb", durability: str = "fsync", keep_data: bool = False) -> None:
+    def __init__(
+        self, backend: str = "rocksdb", durability: str = "fsync", keep_data: bool = False, http_port: int = 0
+    ) -> None:
         super().__init__(keep_data)
+        self.http_port = http_port
         if backend not in ("rocksdb", "memory"):
             raise ValueError(f"backend must be rocksdb or memory, not {backend!r}")
         if durability not in ("fsync", "flush"):
@@ -264,6 +267,10 @@ class QueratorServer(Server):
             self.backend,
             "--durability",
             self.durability,
+            # HTTP off unless asked for: benchmarks start servers side by side, and the default HTTP port
+            # is one port.
+            "--http-port",
+            str(self.http_port),
         ]
 
     def _ready(self) -> bool:

@@ -53,6 +53,9 @@ class Users:
             users[declaration.name] = _user_of(declaration)
         return cls(users)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._users
+
     @property
     def default(self) -> User:
         return self._users["default"]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import sys
 from typing import NoReturn
 
-from querator import __version__
+from querator import __version__, logs
 from querator.config import LOG_LEVELS, ConfigError, Sources, read_config
 from querator.errors import QueratorError
 from querator.server import ListenError, Server
@@ -38,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", type=int, help="also accept TLS connections on this port")
     serve.add_argument("--tls-cert-file", help="server certificate (PEM) for TLS")
     serve.add_argument("--tls-key-file", help="server private key (PEM) for TLS")
+    serve.add_argument(
+        "--http-port", type=int, help="HTTP port for /metrics and /health (default 2320; 0: no HTTP)"
+    )
     serve.add_argument("--log-level", help=f"{', '.join(LOG_LEVELS)} (default info)")
     return parser
 
@@ -74,14 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             tls_port=args.tls_port,
             tls_cert_file=args.tls_cert_file,
             tls_key_file=args.tls_key_file,
+            http_port=args.http_port,
         )
     except ConfigError as exc:
         return _fail(str(exc), 2)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     try:
         import uvloop
 

@@ -22,6 +22,7 @@ from querator.model import QueueOptions
 Backend = Literal["rocksdb", "memory"]
 Durability = Literal["fsync", "flush"]
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("text", "json")
 # The command groups a `[[user]]` may be given (querator.auth says what each allows).
 COMMAND_GROUPS: Final = frozenset({"produce", "consume", "admin"})
 
@@ -76,6 +77,11 @@ class Config:
     tls_key_file: str = ""
     tls_ca_cert_file: str = ""
     tls_auth_clients: str = "no"
+    # HTTP (/metrics, /health) on the same event loop; 0: off. http-bind "": the same address as bind.
+    http_port: int = 2320
+    http_bind: str = ""
+    # /metrics without a password even when requirepass / users need one.
+    http_metrics_public: bool = False
     # Storage
     backend: Backend = "rocksdb"
     data: str = "./data"
@@ -98,6 +104,11 @@ class Config:
     # Operations
     shutdown_grace_ms: int = 5_000
     log_level: str = "info"
+    # "text" (key=value) or "json" (one object a line).
+    log_format: str = "text"
+    # Commands whose handler takes at least this many microseconds go to SLOWLOG (negative: none).
+    slowlog_log_slower_than: int = 10_000
+    slowlog_max_len: int = 128
     queues: list[QueueDeclaration] = field(default_factory=list)
     users: list[UserDeclaration] = field(default_factory=list)
 
@@ -296,7 +307,7 @@ def validate(config: Config, where: Callable[[str], str] = _key) -> None:
         raise _invalid(where("durability"), f"is '{config.durability}'; allowed: fsync, flush")
     if config.log_level not in LOG_LEVELS:
         raise _invalid(where("log_level"), f"is '{config.log_level}'; allowed: {', '.join(LOG_LEVELS)}")
-    for name in ("port", "tls_port"):
+    for name in ("port", "tls_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
             raise _invalid(where(name), f"is {getattr(config, name)}; allowed: 0 to 65535")
     if config.tls_port:
@@ -308,7 +319,9 @@ def validate(config: Config, where: Callable[[str], str] = _key) -> None:
             )
         if config.tls_auth_clients != "no" and not config.tls_ca_cert_file:
             raise _invalid(where("tls_auth_clients"), "needs tls-ca-cert-file to check client certificates")
-    for name in ("read_timeout_ms", "shutdown_grace_ms", "flush_sync_ms"):
+    if config.log_format not in LOG_FORMATS:
+        raise _invalid(where("log_format"), f"is '{config.log_format}'; allowed: {', '.join(LOG_FORMATS)}")
+    for name in ("read_timeout_ms", "shutdown_grace_ms", "flush_sync_ms", "slowlog_max_len"):
         if getattr(config, name) < 0:
             raise _invalid(where(name), f"is {getattr(config, name)}; allowed: 0 or more")
     for name in (

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter_ns
 from typing import Any, cast
 
 from querator.clients import ClientState, ServerState
@@ -79,23 +80,31 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         server = self._server
         server.stats.connections_received += 1
+        addr = _format_addr(transport.get_extra_info("peername"))
         if len(server.clients) >= server.config.max_clients:
-            server.stats.rejected_connections += 1
+            _log_rejection(server, addr)
             self._closing = True
             transport.write(_MAX_CLIENTS_REPLY)
             transport.close()
             return
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-        self.client.addr = _format_addr(transport.get_extra_info("peername"))
+        self.client.addr = addr
         self.client.laddr = _format_addr(transport.get_extra_info("sockname"))
+        self.client.link = self
         server.clients[self.client.id] = self.client
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("client connected", extra={"fields": {"id": self.client.id, "addr": addr}})
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
-        self._server.clients.pop(self.client.id, None)
+        if self._server.clients.pop(self.client.id, None) is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "client disconnected",
+                extra={"fields": {"id": self.client.id, "addr": self.client.addr, "error": exc or ""}},
+            )
         # Nobody will read these replies; a blocked QLEASE must not be handed items.
         for entry in self._pending:
             if type(entry) is Deferred and not entry.future.done():
@@ -127,6 +136,27 @@ class Connection(asyncio.Protocol):
         if self._transport is not None:
             self._flush()
             self._transport.close()
+
+    # -- querator.clients.ClientLink (CLIENT LIST, CLIENT KILL) ------------------------------------------
+
+    def fd(self) -> int:
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return sock.fileno() if sock is not None else -1
+
+    def memory(self) -> tuple[int, int]:
+        transport = self._transport
+        written = transport.get_write_buffer_size() if transport is not None else 0
+        return self._parser.buffered_bytes(), written + sum(map(len, self._out))
+
+    def blocked(self) -> bool:
+        return self._blocker is not None
+
+    def kill(self) -> None:
+        """CLIENT KILL of another client: close now; replies still waiting are dropped, as in Redis."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -235,10 +265,12 @@ class Connection(asyncio.Protocol):
         try:
             result = self._dispatch(client, args)
         except QueratorError as exc:
+            self._server.statistics.error(exc.code)
             self._push(encode_error(exc.code, exc.message))
             return
         except Exception:
             log.exception("command %s failed", client.last_command)
+            self._server.statistics.error("ERR")
             self._push(b"-ERR internal error\r\n")
             return
         if type(result) is Deferred:
@@ -259,7 +291,7 @@ class Connection(asyncio.Protocol):
         deferred.proto = self.client.proto
         future = deferred.future
         if future.done() and not self._pending:
-            self._out.append(_encode_deferred(deferred))
+            self._out.append(self._encode_deferred(deferred))
             return
         self._pending.append(deferred)
         if not future.done():
@@ -277,7 +309,7 @@ class Connection(asyncio.Protocol):
             if type(head) is bytes:
                 out.append(head)
             elif head.future.done():  # type: ignore[union-attr]
-                out.append(_encode_deferred(head))  # type: ignore[arg-type]
+                out.append(self._encode_deferred(head))  # type: ignore[arg-type]
                 self._in_flight -= head.weight  # type: ignore[union-attr]
             else:
                 break
@@ -291,8 +323,21 @@ class Connection(asyncio.Protocol):
             self._flush()
             self._update_reading()
 
+    def _encode_deferred(self, deferred: Deferred) -> bytes:
+        """The reply, and the command's statistics: its whole duration, and whether it failed."""
+        reply = _encode_deferred(deferred)
+        stats = deferred.stats
+        if stats is not None:
+            stats.reply_ready(deferred.started_ns, deferred.ran_ns, perf_counter_ns())
+        if reply[:1] == b"-":
+            self._server.statistics.error(reply[1 : reply.find(b" ")].decode())
+            if stats is not None:
+                stats.failed += 1
+        return reply
+
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._server.stats.protocol_errors += 1
+        self._server.statistics.error("ERR")
         self._push(encode_error("ERR", str(exc)))
         self._closing = True
         self.client.close_after_reply = True
@@ -332,6 +377,20 @@ class Connection(asyncio.Protocol):
 
     def _set_parser_auth(self, authenticated: bool) -> None:
         self._parser.authenticated = authenticated
+
+
+def _log_rejection(server: ServerState, addr: str) -> None:
+    """Count a client refused at max-clients; log it, with those not logged since, at most once a second."""
+    stats = server.stats
+    stats.rejected_connections += 1
+    stats.rejections_unlogged += 1
+    now = time.monotonic()
+    if now - stats.rejections_logged_at < 1.0 and stats.rejections_logged_at >= 0:
+        return
+    fields = {"addr": addr, "max_clients": server.config.max_clients, "rejected": stats.rejections_unlogged}
+    log.warning("client rejected: max number of clients reached", extra={"fields": fields})
+    stats.rejections_logged_at = now
+    stats.rejections_unlogged = 0
 
 
 def _encode_deferred(deferred: Deferred) -> bytes:

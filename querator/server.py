@@ -1,17 +1,21 @@
-"""The RESP server: listening sockets, the connection limit, signals and graceful shutdown.
+"""The RESP server: listening sockets, the connection limit, signals and graceful shutdown, and the HTTP
+listener for operators (/metrics, /health) on the same loop.
 
 Shutdown order (as uvicorn does it): stop accepting; stop reading, but let every connection run and answer
 the commands it already received, within `shutdown-grace-ms`; then close the service (blocked consumers
 are answered, partitions finish their last batch, storage closes); last, flush and close the connections.
+HTTP listens first and stops last, so /health can say "starting" and "shutting down".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import ssl
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -20,11 +24,14 @@ from querator.clients import ServerState
 from querator.commands import Dispatcher, build_table
 from querator.config import Config
 from querator.connection import Connection
+from querator.http import HttpServer
 from querator.service import Service
 
 log = logging.getLogger("querator")
 _DRAIN_POLL_S = 0.005
 T = TypeVar("T")
+# How often the command count is sampled for `instantaneous_ops_per_sec` (as Redis: every 100 ms).
+_OPS_SAMPLE_S = 0.1
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
@@ -68,6 +75,9 @@ class Server:
         self.dispatch = Dispatcher(build_table())
         self.service = service or Service(config)
         self.state = ServerState(config=config, service=self.service, users=Users.from_config(config))
+        self.state.phase = "starting"
+        self.http = HttpServer(self.state) if config.http_port else None
+        self._sampler: asyncio.Task[None] | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tls_server: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
@@ -79,6 +89,10 @@ class Server:
 
     async def start(self) -> None:
         try:
+            if self.http is not None:
+                host = self.config.http_bind or self.config.bind
+                port = self.config.http_port
+                await _listen("http_port", host, port, self.http.start(host, port))
             await self.service.start()
             await self._listen()
         except BaseException:
@@ -86,16 +100,20 @@ class Server:
             for listener in (self._server, self._tls_server):
                 if listener is not None:
                     listener.close()
+            if self.http is not None:
+                await self.http.close()
             await self.service.close()
             raise
         for name in self.state.users.nopass_names():
             log.warning("user '%s' has nopass = true: any password logs in as this user", name)
+        self.state.phase = "serving"
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_ops())
         log.info(
             "Querator ready to accept connections on %s:%d (%s%s)",
             self.config.bind,
             self.state.tcp_port,
             self._storage_note(),
-            f", TLS on port {self.state.tls_port}" if self._tls_server is not None else "",
+            self._listeners_note(),
         )
 
     def _storage_note(self) -> str:
@@ -103,6 +121,12 @@ class Server:
         if self.service.store is not None and not self.service.store.durable:
             return f"backend {self.config.backend}, nothing survives a restart"
         return f"backend {self.config.backend}, durability {self.config.durability}"
+
+    def _listeners_note(self) -> str:
+        note = f", TLS on port {self.state.tls_port}" if self._tls_server is not None else ""
+        if self.http is not None:
+            note += f", HTTP on port {self.http.port}"
+        return note
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,6 +156,12 @@ class Server:
             )
             self.state.tls_port = self._tls_server.sockets[0].getsockname()[1]
 
+    async def _sample_ops(self) -> None:
+        state = self.state
+        while True:
+            state.ops.sample(time.monotonic(), state.stats.commands_processed)
+            await asyncio.sleep(_OPS_SAMPLE_S)
+
     def _new_connection(self) -> Connection:
         connection = Connection(self.state, self.dispatch)
         self._connections.add(connection)
@@ -151,6 +181,11 @@ class Server:
         self._stopped.set()
 
     async def stop(self) -> None:
+        self.state.phase = "stopping"
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_grace_ms / 1000
         for listener in (self._server, self._tls_server):
@@ -174,4 +209,6 @@ class Server:
                 await asyncio.wait_for(self._server.wait_closed(), max(deadline - loop.time(), 0.1))
             except TimeoutError:
                 log.warning("connections still open after the grace period")
+        if self.http is not None:
+            await self.http.close()
         log.info("stopped")

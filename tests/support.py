@@ -33,13 +33,22 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class ServerProcess:
-    """`python -m querator serve` in a child process; `port` is known once it logs that it is ready."""
+    """`python -m querator serve` in a child process; `port` is known once it logs that it is ready.
+
+    HTTP is off (`--http-port 0`) unless `http_port` is given, so servers started side by side do not
+    compete for the default HTTP port."""
 
     def __init__(
-        self, data_dir: Path, *args: str, backend: str = "rocksdb", durability: str = "fsync"
+        self,
+        data_dir: Path,
+        *args: str,
+        backend: str = "rocksdb",
+        durability: str = "fsync",
+        http_port: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.args = list(args)
+        self.http_port = http_port
         self.backend = backend
         self.durability = durability
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,6 +70,8 @@ class ServerProcess:
             self.backend,
             "--durability",
             self.durability,
+            "--http-port",
+            str(self.http_port),
             *self.args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -108,6 +119,13 @@ class ServerProcess:
 
 
 # -- raw sockets, for tests that assert exact bytes --------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS's choice), for a listener that needs a fixed port."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -3,7 +3,9 @@ SELECT, QUIT, RESET. They behave as in Redis, because client libraries depend on
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import NoReturn
 
 from querator import __version__
 from querator.clients import ClientState
@@ -18,6 +20,8 @@ from querator.errors import (
     wrong_arity,
 )
 from querator.resp import SimpleString, Verbatim
+
+log = logging.getLogger("querator.auth")
 
 OK = SimpleString("OK")
 PONG = SimpleString("PONG")
@@ -58,7 +62,7 @@ def _auth(client: ClientState, args: list[bytes]) -> object:
     name = args[1].decode("utf-8", "replace") if len(args) == 3 else "default"
     user = client.server.users.authenticate(name, args[-1])
     if user is None:
-        raise WrongPassError()
+        _failed_login(client, name)
     client.log_in(user)
     return OK
 
@@ -72,6 +76,12 @@ AUTH = Command(
     ("no-auth", "fast"),
     (Arg("username", optional=True), Arg("password")),
 )
+
+
+def _failed_login(client: ClientState, user: str) -> NoReturn:
+    """Log who tried (never the password) and from where, then refuse with Redis's WRONGPASS."""
+    log.warning("failed login", extra={"fields": {"user": user, "addr": client.addr}})
+    raise WrongPassError()
 
 
 def _hello(client: ClientState, args: list[bytes]) -> object:
@@ -88,9 +98,10 @@ def _hello(client: ClientState, args: list[bytes]) -> object:
     while cursor:
         option = cursor.next_bytes().upper()
         if option == b"AUTH" and cursor.remaining() >= 2:
-            user = client.server.users.authenticate(cursor.next_str(), cursor.next_bytes())
+            user_name = cursor.next_str()
+            user = client.server.users.authenticate(user_name, cursor.next_bytes())
             if user is None:
-                raise WrongPassError()
+                _failed_login(client, user_name)
             client.log_in(user)
         elif option == b"SETNAME" and cursor.remaining() >= 1:
             name = _valid_name(cursor.next_str())
@@ -253,6 +264,90 @@ def _client_list(client: ClientState, args: list[bytes]) -> object:
 _CLIENT_LIST = Command("LIST", -2, "connection", "Lists open connections.", _client_list)
 
 
+def _client_kill(client: ClientState, args: list[bytes]) -> object:
+    """Redis's two forms: `CLIENT KILL ip:port` (OK, or an error when no client has that address) and
+    `CLIENT KILL <filter> <value> ...` (the number killed; filters ID, ADDR, LADDR, USER, SKIPME)."""
+    clients = list(client.server.clients.values())
+    if len(args) == 3:
+        addr = args[2].decode("utf-8", "replace")
+        victims = [c for c in clients if c.addr == addr]
+        if not victims:
+            raise CommandError("No such client")
+        _kill(client, victims)
+        return OK
+    cursor = ArgCursor(args, 2)
+    skip_me = True
+    while cursor:
+        option = cursor.next_bytes().upper()
+        if not cursor:
+            raise CommandError(SYNTAX_ERROR)
+        if option == b"ID":
+            try:
+                wanted_id = int(cursor.next_bytes())
+            except ValueError:
+                wanted_id = 0
+            if wanted_id <= 0:
+                raise CommandError("client-id should be greater than 0")
+            clients = [c for c in clients if c.id == wanted_id]
+        elif option in (b"ADDR", b"LADDR"):
+            value = cursor.next_str()
+            clients = [c for c in clients if (c.addr if option == b"ADDR" else c.laddr) == value]
+        elif option == b"USER":
+            user = cursor.next_str()
+            if user not in client.server.users:
+                raise CommandError(f"No such user '{user}'")
+            clients = [c for c in clients if c.user == user]
+        elif option == b"SKIPME":
+            answer = cursor.next_bytes().lower()
+            if answer not in (b"yes", b"no"):
+                raise CommandError(SYNTAX_ERROR)
+            skip_me = answer == b"yes"
+        else:
+            raise CommandError(SYNTAX_ERROR)
+    victims = [c for c in clients if not (skip_me and c is client)]
+    _kill(client, victims)
+    return len(victims)
+
+
+def _kill(me: ClientState, victims: list[ClientState]) -> None:
+    for victim in victims:
+        if victim is me:
+            me.close_after_reply = True  # Redis answers the killer first when it kills itself
+        elif victim.link is not None:
+            victim.link.kill()
+
+
+_CLIENT_KILL = Command(
+    "KILL",
+    -3,
+    "connection",
+    "Closes client connections: by address (old form) or by ID, ADDR, LADDR, USER filters.",
+    _client_kill,
+    acl="admin",
+    args=(
+        Arg(
+            "filter",
+            "oneof",
+            children=(
+                Arg("old-format", "string"),
+                Arg(
+                    "new-format",
+                    "oneof",
+                    multiple=True,
+                    children=(
+                        Arg("client-id", "integer", token="ID", optional=True),
+                        Arg("addr", token="ADDR", optional=True),
+                        Arg("laddr", token="LADDR", optional=True),
+                        Arg("username", token="USER", optional=True),
+                        Arg("yes/no", token="SKIPME", optional=True),
+                    ),
+                ),
+            ),
+        ),
+    ),
+)
+
+
 def _client_accept_on_off(client: ClientState, args: list[bytes]) -> object:
     # MAINT_NOTIFICATIONS, NO-EVICT, NO-TOUCH: accepted so clients that send them at connect work; a queue
     # server has no eviction, key touching or cluster maintenance events to change.
@@ -280,6 +375,7 @@ CLIENT = with_subcommands(
     _CLIENT_SETINFO,
     _CLIENT_INFO,
     _CLIENT_LIST,
+    _CLIENT_KILL,
     *_CLIENT_ACCEPTED,
 )
 

@@ -7,21 +7,26 @@ order, so later commands of a pipeline can be submitted while earlier ones wait 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from querator.commandstats import CommandStats
 
 
 class Deferred:
-    __slots__ = ("blocking", "convert", "future", "proto", "weight")
+    __slots__ = ("blocking", "convert", "future", "proto", "ran_ns", "started_ns", "stats", "weight")
 
     def __init__(
         self,
-        future: asyncio.Future[Any],
+        future: Awaitable[Any],
         convert: Callable[[Any], Any] | None = None,
         *,
         blocking: bool = False,
     ) -> None:
-        self.future = future
+        # `Service` methods are typed as awaitables but hand back futures (ADR 5): replies are taken from
+        # them without awaiting, with done() and callbacks.
+        self.future = cast(asyncio.Future[Any], future)
         self.convert = convert
         # A blocking command (QLEASE ... BLOCK) holds back the client's later commands until it answers,
         # as a blocked Redis client does.
@@ -29,3 +34,8 @@ class Deferred:
         self.proto = 2
         # Bytes of the request, counted against the connection's in-flight budget until it is answered.
         self.weight = 0
+        # Set by the dispatcher: the command's counters, when it started (perf_counter_ns) and how long
+        # its handler ran, so the connection can count a failure and the whole duration once it is ready.
+        self.stats: CommandStats | None = None
+        self.started_ns = 0
+        self.ran_ns = 0

@@ -19,7 +19,7 @@ def test_stop_answers_every_command_already_received_then_closes_storage(tmp_pat
     data = tmp_path / "data"
 
     async def main() -> tuple[list[object], int]:
-        server = Server(Config(port=0, data=str(data)))
+        server = Server(Config(port=0, http_port=0, data=str(data)))
         await server.start()
         reader, writer = await asyncio.open_connection(HOST, server.port)
         writer.write(b"QCREATE q\r\n")
@@ -51,7 +51,7 @@ def test_stop_answers_every_command_already_received_then_closes_storage(tmp_pat
 
 def test_a_blocked_consumer_and_the_commands_behind_it_are_answered_shutdown(tmp_path: Path) -> None:
     async def main() -> list[object]:
-        server = Server(Config(port=0, backend="memory"))
+        server = Server(Config(port=0, http_port=0, backend="memory"))
         await server.start()
         reader, writer = await asyncio.open_connection(HOST, server.port)
         writer.write(b"QCREATE q\r\nQLEASE q BLOCK 0\r\nQLEN q\r\n")
