@@ -39,10 +39,8 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         # Made here: aiohttp's server binds to the running loop.
         self._handler = web.Server(self._handle, access_log=None)
-        try:
-            self._listener = await loop.create_server(self._handler, host, port, reuse_address=True)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+        # A taken port raises OSError; the server turns it into its one-line start-up error.
+        self._listener = await loop.create_server(self._handler, host, port, reuse_address=True)
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def close(self) -> None:

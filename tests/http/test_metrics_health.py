@@ -122,7 +122,10 @@ def test_a_taken_http_port_fails_the_start_with_one_line(tmp_path: Path, http_se
     assert second.proc is not None and second.proc.returncode == 1
     lines = [line for line in second.read_log().splitlines() if line]
     assert len(lines) == 1, lines
-    assert f"cannot listen for HTTP on 127.0.0.1:{http_server.http_port}" in lines[0]
+    assert lines[0] == (
+        f"querator: cannot listen; 127.0.0.1:{http_server.http_port} (--http-port): address already in use; "
+        "choose a free port, or stop what holds it"
+    )
     assert "Traceback" not in str(failed.value)
 
 

@@ -11,13 +11,13 @@ def test_the_memory_backend_start_line_claims_no_durability(tmp_path: Path) -> N
     server = ServerProcess(tmp_path / "data", backend="memory").start()
     try:
         ready = next(line for line in server.read_log().splitlines() if "ready to accept" in line)
-        assert ready.endswith(f"127.0.0.1:{server.port} (backend memory, nothing survives a restart)")
+        assert ready.endswith(f'127.0.0.1:{server.port} (backend memory, nothing survives a restart)"')
         assert "durability" not in ready
     finally:
         server.kill()
     server = ServerProcess(tmp_path / "data", durability="flush").start()
     try:
         ready = next(line for line in server.read_log().splitlines() if "ready to accept" in line)
-        assert ready.endswith(f"127.0.0.1:{server.port} (backend rocksdb, durability flush)")
+        assert ready.endswith(f'127.0.0.1:{server.port} (backend rocksdb, durability flush)"')
     finally:
         server.kill()
