@@ -46,6 +46,21 @@ class CommandStats:
         self.wait_ns += now_ns - started_ns - ran_ns
 
 
+class Histogram:
+    """Durations in the buckets of `DURATION_BUCKETS_S` (not cumulative; the last is +Inf) and their sum:
+    one bisect and two additions per observation."""
+
+    __slots__ = ("buckets", "sum_ns")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(BUCKET_BOUNDS_NS) + 1)
+        self.sum_ns = 0
+
+    def observe(self, duration_ns: int) -> None:
+        self.buckets[bisect_left(BUCKET_BOUNDS_NS, duration_ns)] += 1
+        self.sum_ns += duration_ns
+
+
 class Named(Protocol):
     @property
     def full_name(self) -> str: ...
@@ -54,9 +69,11 @@ class Named(Protocol):
 class Statistics:
     """What INFO's Commandstats and Errorstats sections show, for one server."""
 
-    __slots__ = ("by_id", "commands", "error_replies", "errors")
+    __slots__ = ("by_id", "commands", "commits", "error_replies", "errors")
 
     def __init__(self) -> None:
+        # Each partition step's write until durable: querator_storage_commit_duration_seconds.
+        self.commits = Histogram()
         self.commands: dict[str, CommandStats] = {}
         # The same objects by the identity of the command declaration: the dispatcher's lookup, which
         # skips building the name. Declarations live as long as the command table.

@@ -33,6 +33,8 @@ class EngineContext:
     loop: asyncio.AbstractEventLoop
     inbox_limit: int  # requests a partition holds before it answers -TRYAGAIN (`partition-inbox`)
     wait_for_sync: bool  # replies wait for the fsync (durability "fsync" on a durable backend)
+    # Told how long each step's write took, until durable (ns): the storage commit histogram of SPEC 8.
+    on_commit: Callable[[int], None] | None = None
 
 
 class QueueView(Protocol):

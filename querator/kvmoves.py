@@ -57,6 +57,8 @@ class ItemMoves(KeyValueReads):
         super().__init__(space, queue, ids, PartitionMeta(), Timers())
         self.writes = StepWrites(store, space)
         self.dedup = dedup
+        # Items dead-lettered in the current step, by dead-reason: the actor logs them once per step.
+        self.dead_in_step: dict[int, int] = {}
         self._dead_letter_sink = dead_letter
         self._woken = woken
 
@@ -120,7 +122,8 @@ class ItemMoves(KeyValueReads):
 
     def _dead_letter(self, record: Record, seq: int, now: int, why: int) -> None:
         """The item (whose seq here was `seq`) leaves for the dead queue, remembering where it came from."""
-        self.meta.dead_lettered += 1
+        self.meta.count_dead(why)
+        self.dead_in_step[why] = self.dead_in_step.get(why, 0) + 1
         record.source_queue = self.queue.name.encode()
         record.source_id = self.ids.one(seq).encode()
         record.dead_reason = why
@@ -190,6 +193,7 @@ class ItemMoves(KeyValueReads):
                 meta.ready_head = seq + 1
                 self._lease_record(seq, key, pending, now, lease_timeout, taken)
             writes.ready_pos = pos
+        meta.leased += len(taken)
         return taken
 
     def _lease_stored(self, want: int, now: int, lease_timeout: int, taken: list[LeasedItem]) -> None:

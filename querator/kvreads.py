@@ -66,7 +66,16 @@ class KeyValueReads:
     def counters(self) -> PartitionCounters:
         m = self.meta
         return PartitionCounters(
-            m.produced, m.completed, m.retried, m.lease_expired, m.dead_lettered, m.deduplicated
+            m.produced,
+            m.completed,
+            m.retried,
+            m.lease_expired,
+            m.dead_lettered,
+            m.deduplicated,
+            m.leased,
+            m.dead_max_attempts,
+            m.dead_expired,
+            m.dead_retry,
         )
 
     def oldest_ready_enqueue_at(self) -> int | None:

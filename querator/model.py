@@ -136,6 +136,11 @@ class PartitionCounters:
     lease_expired: int = 0
     dead_lettered: int = 0
     deduplicated: int = 0
+    leased: int = 0  # items leased, ever
+    # `dead_lettered` by dead-reason (counted since the version that records it; older ones in none).
+    dead_max_attempts: int = 0
+    dead_expired: int = 0
+    dead_retry: int = 0
 
 
 @dataclass(slots=True)
@@ -152,6 +157,9 @@ class QueueStats:
     waiting_consumers: int
     deduplicated: int = 0
     partitions: list[PartitionStats] = field(default_factory=list)
+    # Not in QSTATS's reply; for the metrics (SPEC 8).
+    leased_total: int = 0
+    dead_lettered_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:

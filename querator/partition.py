@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter_ns
 from typing import Any, Final, TypeGuard, TypeVar
 
 from querator.dedup import DedupKeys
@@ -25,7 +26,7 @@ from querator.errors import QueratorError, TryAgainError
 from querator.ids import IdFormat, seq_of
 from querator.kvstate import KeyValueState
 from querator.model import LeasedItem, PartitionCounters, PartitionStats, StoredItem
-from querator.records import Record
+from querator.records import DEAD_REASONS, Record
 from querator.store.base import KeySpace, WriteSet
 from querator.waiters import WaitLine
 
@@ -241,6 +242,10 @@ class PartitionActor:
         results = self._results
         self._results = []
         state = self.state
+        if state.dead_in_step:
+            self._log_dead_letters()
+        on_commit = self._engine.on_commit
+        started = perf_counter_ns() if on_commit is not None else 0
         written = state.flush()
         writes = self._writes
         wrote = writes.end()
@@ -248,9 +253,30 @@ class PartitionActor:
             self._resolve(results, TryAgainError(f"storage failed; {writes.failed}"))
             return
         if wrote and self._engine.wait_for_sync:
-            self._engine.store.after_sync(lambda error: self._resolve(results, error))
+
+            def synced(error: BaseException | None) -> None:
+                if on_commit is not None and error is None:
+                    on_commit(perf_counter_ns() - started)
+                self._resolve(results, error)
+
+            self._engine.store.after_sync(synced)
             return
+        if wrote and on_commit is not None:
+            on_commit(perf_counter_ns() - started)
         self._resolve(results, None)
+
+    def _log_dead_letters(self) -> None:
+        """One line per step and dead-reason, not per item: a burst of expiries must not flood the log."""
+        for why, count in self.state.dead_in_step.items():
+            log.info(
+                "dead-lettered queue=%s partition=%d count=%d reason=%s dead_queue=%s",
+                self._queue.name,
+                self.index,
+                count,
+                DEAD_REASONS[why],
+                self._queue.options.dead_queue or "-",
+            )
+        self.state.dead_in_step.clear()
 
     def _resolve(self, results: list[_Result], error: BaseException | None) -> None:
         failure = TryAgainError(f"storage failed; {error}") if error is not None else None

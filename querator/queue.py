@@ -302,6 +302,12 @@ class Queue:
             oldest_ready_age=max(0, now - min(oldest)) if oldest else 0,
             waiting_consumers=self.waiters.waiting(),
             partitions=parts,
+            leased_total=sum(c.leased for c in counters),
+            dead_lettered_by_reason={
+                "max-attempts": sum(c.dead_max_attempts for c in counters),
+                "expired": sum(c.dead_expired for c in counters),
+                "retry-dead": sum(c.dead_retry for c in counters),
+            },
         )
 
     def read(

@@ -39,7 +39,11 @@ _EXTENDED: Final = 0x8000_0000
 _ATTEMPTS: Final = _EXTENDED - 1
 _EXTRAS = struct.Struct(">HHHB")
 _EXTRAS_SIZE: Final = _EXTRAS.size
-_META = struct.Struct(">13q")
+# The partition's counters: 13 slots in the first format (the last four always 0), 14 since SPEC 8's
+# metrics; a shorter record is read with the missing counters at 0, so an earlier data directory opens
+# unchanged.
+_META = struct.Struct(">14q")
+_META_SLOT = struct.Struct(">q")
 DEAD_REASONS: Final[tuple[DeadReason, ...]] = ("", "max-attempts", "expired", "retry-dead")
 DEAD_MAX_ATTEMPTS: Final = 1
 DEAD_EXPIRED: Final = 2
@@ -220,6 +224,11 @@ class PartitionMeta:
     # Duplicate QPRODUCE calls answered by this partition (SPEC 7); a slot that was 0 before, so the
     # counters of an earlier version read as none.
     deduplicated: int = 0
+    # For the metrics (SPEC 8): items leased, and `dead_lettered` by why (counted since this version).
+    leased: int = 0
+    dead_max_attempts: int = 0
+    dead_expired: int = 0
+    dead_retry: int = 0
 
     def encode(self) -> bytes:
         return _META.pack(
@@ -233,12 +242,22 @@ class PartitionMeta:
             self.lease_expired,
             self.dead_lettered,
             self.deduplicated,
-            0,
-            0,
-            0,
+            self.leased,
+            self.dead_max_attempts,
+            self.dead_expired,
+            self.dead_retry,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> PartitionMeta:
-        values = _META.unpack(data)
-        return cls(*values[:10])
+        values = [*struct.unpack(f">{len(data) // _META_SLOT.size}q", data), *[0] * _META.size]
+        return cls(*values[: _META.size // _META_SLOT.size])
+
+    def count_dead(self, why: int) -> None:
+        self.dead_lettered += 1
+        if why == DEAD_MAX_ATTEMPTS:
+            self.dead_max_attempts += 1
+        elif why == DEAD_EXPIRED:
+            self.dead_expired += 1
+        else:
+            self.dead_retry += 1

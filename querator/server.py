@@ -75,6 +75,7 @@ class Server:
         self.dispatch = Dispatcher(build_table())
         self.service = service or Service(config)
         self.state = ServerState(config=config, service=self.service, users=Users.from_config(config))
+        self.service.on_commit = self.state.statistics.commits.observe
         self.state.phase = "starting"
         self.http = HttpServer(self.state) if config.http_port else None
         self._sampler: asyncio.Task[None] | None = None

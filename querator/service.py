@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from querator.arguments import check_ids, check_lease, check_produce, check_retry, due_at
@@ -57,9 +57,17 @@ __all__ = ["Service", "validate_queue_name"]
 class Service:
     """`async with Service(config) as svc:` opens storage, loads every queue and starts its partitions."""
 
-    def __init__(self, config: Config | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        clock: Clock | None = None,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        """`on_commit` is told how long each partition's write took until durable, in ns (metrics)."""
         self.config = config or Config()
         self.clock = clock or Clock()
+        self.on_commit = on_commit
         self.queues: dict[str, Queue] = {}
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
@@ -84,7 +92,7 @@ class Service:
         self.store = open_store(self.config)
         wait_for_sync = self.store.durable and self.config.durability == "fsync"
         self._engine = EngineContext(
-            self.store, self.clock, self.loop, self.config.partition_inbox, wait_for_sync
+            self.store, self.clock, self.loop, self.config.partition_inbox, wait_for_sync, self.on_commit
         )
         self._catalog = Catalog(self.store, self.loop)
         if self.store.durable and self.config.durability == "flush" and self.config.flush_sync_ms:

@@ -27,7 +27,7 @@ from querator.clients import ServerState
 from querator.commandstats import DURATION_BUCKETS_S
 from querator.model import QueueStats
 
-# The engine does not record why an item was dead-lettered yet: every one is exported under this reason.
+# Items dead-lettered before the engine counted them by dead-reason (an earlier data directory).
 UNKNOWN_REASON = "unknown"
 _BUCKET_BOUNDS = [repr(bound) for bound in DURATION_BUCKETS_S] + ["+Inf"]
 
@@ -56,9 +56,11 @@ class QueratorCollector(Collector):
             field: CounterMetricFamily(f"querator_items_{field}", help_text, labels=["queue"])
             for field, help_text in (
                 ("produced", "Items produced into the queue."),
+                ("leased", "Items handed to consumers by QLEASE."),
                 ("completed", "Leased items completed."),
                 ("retried", "Leased items handed back by QRETRY."),
                 ("lease_expired", "Leases that ran out (the item went back, or to the dead queue)."),
+                ("deduplicated", "QPRODUCE calls answered from the dedup window, storing nothing."),
             )
         }
         dead = CounterMetricFamily(
@@ -72,10 +74,16 @@ class QueratorCollector(Collector):
             oldest.add_metric([name], stats.oldest_ready_age / 1000)
             waiters.add_metric([name], stats.waiting_consumers)
             for field, family in counters.items():
-                family.add_metric([name], getattr(stats, field))
-            dead.add_metric([name, UNKNOWN_REASON], stats.dead_lettered)
+                family.add_metric([name], stats.leased_total if field == "leased" else getattr(stats, field))
+            by_reason = stats.dead_lettered_by_reason
+            for reason, count in by_reason.items():
+                dead.add_metric([name, reason], count)
+            unknown = stats.dead_lettered - sum(by_reason.values())
+            if unknown > 0:
+                dead.add_metric([name, UNKNOWN_REASON], unknown)
         yield from (items, oldest, *counters.values(), dead, waiters)
         yield self._command_durations()
+        yield self._commit_durations()
         yield GaugeMetricFamily(
             "querator_connected_clients", "Open RESP connections.", value=len(self.state.clients)
         )
@@ -95,6 +103,16 @@ class QueratorCollector(Collector):
                 list(zip(_BUCKET_BOUNDS, cumulative, strict=True)),
                 (stats.run_ns + stats.wait_ns) / 1e9,
             )
+        return family
+
+    def _commit_durations(self) -> HistogramMetricFamily:
+        commits = self.state.statistics.commits
+        family = HistogramMetricFamily(
+            "querator_storage_commit_duration_seconds",
+            "Time from a partition step's write until it is durable (its group commit).",
+        )
+        cumulative = list(accumulate(commits.buckets))
+        family.add_metric([], list(zip(_BUCKET_BOUNDS, cumulative, strict=True)), commits.sum_ns / 1e9)
         return family
 
 

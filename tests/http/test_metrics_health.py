@@ -61,6 +61,9 @@ def test_metrics_after_a_known_sequence_of_commands(http_server: ServerProcess) 
     client.execute_command("QRETRY", "jobs", "DEAD", ids[2])
     with pytest.raises(redis.ResponseError):
         client.execute_command("QCREATE", "jobs")
+    client.execute_command("QCREATE", "once")
+    first = client.execute_command("QPRODUCE", "once", "DEDUP", "k", "ITEMS", "x")
+    assert client.execute_command("QPRODUCE", "once", "DEDUP", "k", "ITEMS", "x") == first
     status, content_type, body = get(http_server, "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain; version=0.0.4")
@@ -74,18 +77,29 @@ def test_metrics_after_a_known_sequence_of_commands(http_server: ServerProcess) 
     assert value("querator_queue_items", queue="jobs", state="scheduled") == 0
     assert value("querator_queue_items", queue="idle", state="ready") == 0
     assert value("querator_items_produced_total", queue="jobs") == 4
+    assert value("querator_items_produced_total", queue="once") == 1
+    assert value("querator_items_deduplicated_total", queue="once") == 1
+    assert value("querator_items_deduplicated_total", queue="jobs") == 0
+    assert value("querator_items_leased_total", queue="jobs") == 3
     assert value("querator_items_completed_total", queue="jobs") == 1
     assert value("querator_items_retried_total", queue="jobs") == 2
     assert value("querator_items_lease_expired_total", queue="jobs") == 0
-    assert value("querator_items_dead_lettered_total", queue="jobs", reason="unknown") == 1
+    assert value("querator_items_dead_lettered_total", queue="jobs", reason="retry-dead") == 1
+    assert value("querator_items_dead_lettered_total", queue="jobs", reason="max-attempts") == 0
+    assert value("querator_items_dead_lettered_total", queue="jobs", reason="expired") == 0
+    assert ("querator_items_dead_lettered_total", (("queue", "jobs"), ("reason", "unknown"))) not in found
     assert value("querator_lease_waiters", queue="jobs") == 0
     assert value("querator_queue_oldest_item_age_seconds", queue="idle") == 0
     assert value("querator_connected_clients") == 1
-    assert value("querator_command_duration_seconds_count", command="qproduce") == 1
+    assert value("querator_command_duration_seconds_count", command="qproduce") == 3
     assert value("querator_command_duration_seconds_count", command="qretry") == 2
-    assert value("querator_command_duration_seconds_count", command="qcreate") == 3
-    assert value("querator_command_duration_seconds_bucket", command="qcreate", le="+Inf") == 3
+    assert value("querator_command_duration_seconds_count", command="qcreate") == 4
+    assert value("querator_command_duration_seconds_bucket", command="qcreate", le="+Inf") == 4
     assert value("querator_command_duration_seconds_sum", command="qcreate") > 0
+    # One partition step per call that wrote (the client waits for each reply): two produces, the lease,
+    # the complete, two retries and the deduplicated call's counter. Queue creation is not a step.
+    assert value("querator_storage_commit_duration_seconds_count") == 7
+    assert value("querator_storage_commit_duration_seconds_bucket", le="+Inf") == 7
     assert value("process_resident_memory_bytes") > 0
     assert any(name == "process_cpu_seconds_total" for name, _ in found)
 
