@@ -268,14 +268,14 @@ class PartitionActor:
     def _log_dead_letters(self) -> None:
         """One line per step and dead-reason, not per item: a burst of expiries must not flood the log."""
         for why, count in self.state.dead_in_step.items():
-            log.info(
-                "dead-lettered queue=%s partition=%d count=%d reason=%s dead_queue=%s",
-                self._queue.name,
-                self.index,
-                count,
-                DEAD_REASONS[why],
-                self._queue.options.dead_queue or "-",
-            )
+            fields = {
+                "queue": self._queue.name,
+                "partition": self.index,
+                "count": count,
+                "reason": DEAD_REASONS[why],
+                "dead_queue": self._queue.options.dead_queue or "-",
+            }
+            log.info("items dead-lettered", extra={"fields": fields})
         self.state.dead_in_step.clear()
 
     def _resolve(self, results: list[_Result], error: BaseException | None) -> None:

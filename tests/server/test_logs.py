@@ -7,6 +7,8 @@ import json
 import socket
 from pathlib import Path
 
+import redis
+
 from tests.support import ServerProcess, connect, recv_line
 
 
@@ -58,5 +60,23 @@ def test_json_log_lines_with_connection_events_at_debug(tmp_path: Path) -> None:
         assert by_msg["failed login"]["user"] == "nobody"
         assert any(record["msg"].startswith("Querator ready to accept") for record in records)
         assert all({"time", "level", "logger", "msg"} <= record.keys() for record in records)
+    finally:
+        server.kill()
+
+
+def test_dead_lettering_is_one_line_per_step_and_reason(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", backend="memory").start()
+    try:
+        client = redis.Redis(port=server.port)
+        client.execute_command("QCREATE", "dlq")
+        client.execute_command("QCREATE", "jobs", "DEAD-QUEUE", "dlq")
+        client.execute_command("QPRODUCE", "jobs", "ITEMS", "a", "b", "c")
+        ids = [item[0] for item in client.execute_command("QLEASE", "jobs", "COUNT", "3")]
+        assert client.execute_command("QRETRY", "jobs", "DEAD", *ids) == 3
+        lines = [line for line in server.read_log().splitlines() if "items dead-lettered" in line]
+        assert len(lines) == 1, lines
+        assert lines[0].endswith(
+            'msg="items dead-lettered" queue=jobs partition=0 count=3 reason=retry-dead dead_queue=dlq'
+        )
     finally:
         server.kill()
