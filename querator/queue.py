@@ -175,6 +175,9 @@ class Queue:
             when = oldest + self.options.dedup_window
             self._sweep_timer = self._engine.clock.call_at(self._engine.loop, when, self._sweep)
 
+    def arm_sweep_after(self, _: asyncio.Future[list[str]]) -> None:
+        self.arm_sweep()
+
     def rearm_sweep(self) -> None:
         """The window changed: the oldest key's end moved."""
         self.stop_sweep()

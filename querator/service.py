@@ -271,7 +271,8 @@ class Service:
             dedup = None  # deduplication is off for this queue: DEDUP is accepted and ignored
         produced = q.produce_partition().submit(Produce(payloads, due, kind, reference, encoding, dedup))
         if dedup is not None:
-            q.arm_sweep()
+            # Once the key is stored, the sweep must be armed for its window's end (a no-op if it is).
+            produced.add_done_callback(q.arm_sweep_after)
         return produced
 
     def lease(
@@ -378,20 +379,16 @@ class Service:
         were never dead-lettered, stay. Each item arrives as a fresh produce, exactly once."""
         q = self._queue(queue)
         check_range("LIMIT", limit, 1, MAX_REDRIVE_LIMIT)
-        if to is not None:
-            target = self._queue(to)
-            if target is q:
-                raise CommandError("TO may not be the queue itself")
-            send = target.accept_redriven
-            return q.redrive(limit, lambda record: send)
+        if to is not None and self._queue(to) is q:
+            raise CommandError("TO may not be the queue itself")
 
-        def back_to_source(record: Record) -> DeadLetter | None:
-            source = self.queues.get(record.source_queue.decode("utf-8", "surrogateescape"))
-            if source is None or source is q or not record.source_queue:
-                return None
-            return source.accept_redriven
+        def target_of(record: Record) -> DeadLetter | None:
+            # Looked up when each round runs: a queue deleted meanwhile takes nothing (the item stays).
+            name = to if to is not None else record.source_queue.decode("utf-8", "surrogateescape")
+            target = self.queues.get(name) if name else None
+            return None if target is None or target is q else target.accept_redriven
 
-        return q.redrive(limit, back_to_source)
+        return q.redrive(limit, target_of)
 
     # -- for INFO ----------------------------------------------------------------------------------------
 

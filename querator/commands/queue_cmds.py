@@ -623,7 +623,8 @@ QITEMS = _queue_command(
 
 
 def _qget(client: ClientState, args: list[bytes]) -> Deferred:
-    future = client.server.service.get(args[1].decode("utf-8", "surrogateescape"), args[2])
+    cursor = ArgCursor(args)
+    future = client.server.service.get(_queue_name(cursor), cursor.next_bytes())
     return Deferred(future, lambda item: None if item is None else _item_reply(item))
 
 
@@ -641,7 +642,7 @@ QGET = _queue_command(
 
 
 def _qpause(client: ClientState, args: list[bytes]) -> Deferred:
-    return Deferred(client.server.service.pause(args[1].decode("utf-8", "surrogateescape")), _ok)
+    return Deferred(client.server.service.pause(_queue_name(ArgCursor(args))), _ok)
 
 
 QPAUSE = _queue_command(
@@ -656,7 +657,7 @@ QPAUSE = _queue_command(
 
 
 def _qresume(client: ClientState, args: list[bytes]) -> Deferred:
-    return Deferred(client.server.service.resume(args[1].decode("utf-8", "surrogateescape")), _ok)
+    return Deferred(client.server.service.resume(_queue_name(ArgCursor(args))), _ok)
 
 
 QRESUME = _queue_command(
