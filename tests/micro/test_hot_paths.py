@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from querator.clock import ManualClock
-from querator.commands.queue_cmds import _ids_reply, _lease_reply
+from querator.commands.item_cmds import _ids_reply, _lease_reply
 from querator.config import Config
 from querator.ids import IdFormat
 from querator.model import LeasedItem

@@ -245,7 +245,7 @@ def test_nan_round_trip_through_hiredis() -> None:
     ],
 )
 def test_produce_ids_reply_is_an_array_of_bulk_strings(ids: list[str]) -> None:
-    from querator.commands.queue_cmds import _ids_reply
+    from querator.commands.item_cmds import _ids_reply
 
     reader = hiredis.Reader()
     reader.feed(_ids_reply(ids))
