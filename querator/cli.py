@@ -1,4 +1,5 @@
-"""Command line: argv -> Config -> Server. `querator serve [flags]`; `python -m querator` is the same."""
+"""Command line: argv -> Config -> Server. `querator serve [flags]`; `python -m querator` is the same.
+The admin subcommands (`querator stats|produce|lease|redrive|top`) live in `querator.admin`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import sys
 from typing import NoReturn
 
-from querator import __version__
+from querator import __version__, admin
 from querator.config import LOG_LEVELS, ConfigError, Sources, read_config
 from querator.errors import QueratorError
 from querator.server import ListenError, Server
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert-file", help="server certificate (PEM) for TLS")
     serve.add_argument("--tls-key-file", help="server private key (PEM) for TLS")
     serve.add_argument("--log-level", help=f"{', '.join(LOG_LEVELS)} (default info)")
+    admin.add_commands(commands)
     return parser
 
 
@@ -61,6 +63,8 @@ def tune_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in admin.COMMANDS:
+        return admin.run(args)
     try:
         config, sources = read_config(
             args.config,
