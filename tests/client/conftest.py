@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,19 @@ def client(url: str, protocol: int) -> Iterator[Client]:
 
 
 @pytest.fixture
-def new_queue(client: Client) -> Callable[..., str]:
+def admin(url: str) -> Iterator[Client]:
+    """A client on redis-py's default protocol, for set-up and checks that are not the point of a test."""
+    with Client(url) as c:
+        yield c
+
+
+@pytest.fixture
+def new_queue(admin: Client) -> Callable[..., str]:
     """Creates a queue with a fresh name (and the given options) and returns its name."""
 
     def make(**options: object) -> str:
         name = f"q-{uuid.uuid4().hex[:10]}"
-        client.create_queue(name, **options)
+        admin.create_queue(name, **options)
         return name
 
     return make
@@ -58,8 +66,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
         time.sleep(step)
 
 
-def start(worker: Worker) -> threading.Thread:
-    """Runs a worker in a thread (so the test can stop it); join the thread to wait for its return."""
+@contextmanager
+def running(worker: Worker, timeout: float = 10.0) -> Iterator[threading.Thread]:
+    """Runs a worker in a thread for the block, then stops it and waits for `run()` to return, also when
+    the block failed (a worker left running would lease from the next test's server)."""
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield thread
+    finally:
+        worker.stop()
+        thread.join(timeout)
+    assert not thread.is_alive(), "the worker did not stop"

@@ -18,7 +18,7 @@ import pytest
 
 from querator.client import AsyncWorker, Client, Item, NoQueue, Worker
 from querator.client.backoff import backoff_ms, reason_of
-from tests.client.conftest import start, wait_until
+from tests.client.conftest import running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,44 +38,41 @@ def test_reason_is_the_exception_text_bounded() -> None:
 
 
 def test_each_of_500_items_is_processed_exactly_once_at_concurrency_8(
-    client: Client, url: str, new_queue: Callable[..., str]
+    admin: Client, url: str, new_queue: Callable[..., str], protocol: int
 ) -> None:
     name = new_queue(partitions=2)
     payloads = [f"item-{i}".encode() for i in range(500)]
     for start_at in range(0, 500, 100):
-        client.produce(name, payloads[start_at : start_at + 100])
+        admin.produce(name, payloads[start_at : start_at + 100])
     seen: Counter[bytes] = Counter()
     lock = threading.Lock()
-    running = 0
+    busy = 0
     peak = 0
 
     def handler(item: Item) -> None:
-        nonlocal running, peak
+        nonlocal busy, peak
         with lock:
-            running += 1
-            peak = max(peak, running)
+            busy += 1
+            peak = max(peak, busy)
         time.sleep(0.001)
         with lock:
-            running -= 1
+            busy -= 1
             seen[item.payload] += 1
 
-    worker = Worker(url, name, handler, concurrency=8)
-    thread = start(worker)
-    wait_until(lambda: client.stats(name).completed == 500, timeout=60)
-    worker.stop()
-    thread.join(10)
-    assert not thread.is_alive()
+    worker = Worker(url, name, handler, concurrency=8, redis_options={"protocol": protocol})
+    with running(worker):
+        wait_until(lambda: admin.stats(name).completed == 500, timeout=60)
     assert seen == Counter(payloads)
     assert 1 < peak <= 8
-    stats = client.stats(name)
+    stats = admin.stats(name)
     assert (stats.total, stats.retried, stats.lease_expired) == (0, 0, 0)
 
 
 def test_a_handler_slower_than_the_lease_keeps_its_item(
-    client: Client, url: str, new_queue: Callable[..., str]
+    admin: Client, url: str, new_queue: Callable[..., str]
 ) -> None:
     name = new_queue(lease_timeout=1000)
-    client.produce(name, [b"slow-1", b"slow-2"])
+    admin.produce(name, [b"slow-1", b"slow-2"])
     calls: Counter[bytes] = Counter()
 
     def handler(item: Item) -> None:
@@ -83,50 +80,44 @@ def test_a_handler_slower_than_the_lease_keeps_its_item(
         time.sleep(2.5)  # two and a half leases: only extensions keep it
 
     worker = Worker(url, name, handler, concurrency=2)
-    thread = start(worker)
-    wait_until(lambda: client.stats(name).completed == 2, timeout=20)
-    worker.stop()
-    thread.join(10)
-    stats = client.stats(name)
+    with running(worker):
+        wait_until(lambda: admin.stats(name).completed == 2, timeout=20)
+    stats = admin.stats(name)
     assert stats.lease_expired == 0
     assert calls == Counter({b"slow-1": 1, b"slow-2": 1})
 
 
 def test_it_never_holds_more_than_it_can_start_within_one_lease(
-    client: Client, url: str, new_queue: Callable[..., str]
+    admin: Client, url: str, new_queue: Callable[..., str]
 ) -> None:
     # Handlers take longer than the lease, so no leased item may wait for a slot: each starts at once.
     name = new_queue(lease_timeout=1000)
-    client.produce(name, [b"x"] * 8)
+    admin.produce(name, [b"x"] * 8)
     lease_left_at_start: list[float] = []
 
     def on_start(item: Item) -> None:
         lease_left_at_start.append(item.lease_deadline - time.time() * 1000)
 
     worker = Worker(url, name, lambda item: time.sleep(1.2), concurrency=2, batch=10, on_start=on_start)
-    thread = start(worker)
-    wait_until(lambda: client.stats(name).completed == 8, timeout=20)
-    worker.stop()
-    thread.join(10)
+    with running(worker):
+        wait_until(lambda: admin.stats(name).completed == 8, timeout=20)
     assert len(lease_left_at_start) == 8
     assert min(lease_left_at_start) > 700  # started within 300 ms of its lease, never after a wait
-    assert client.stats(name).lease_expired == 0
+    assert admin.stats(name).lease_expired == 0
 
 
 def test_graceful_stop_hands_back_unstarted_items_at_once(
-    client: Client, url: str, new_queue: Callable[..., str]
+    admin: Client, url: str, new_queue: Callable[..., str]
 ) -> None:
     name = new_queue(lease_timeout=60_000)
-    client.produce(name, [f"{i}".encode() for i in range(20)])
+    admin.produce(name, [f"{i}".encode() for i in range(20)])
     # One slot and fast-enough handlers: the worker prefetches up to `batch` items behind the running one.
     worker = Worker(url, name, lambda item: time.sleep(0.3), concurrency=1, batch=5)
-    thread = start(worker)
-    wait_until(lambda: client.stats(name).leased == 6, timeout=10)
-    stopped_at = time.monotonic()
-    worker.stop()
-    thread.join(10)
+    with running(worker):
+        wait_until(lambda: admin.stats(name).leased == 6, timeout=10)
+        stopped_at = time.monotonic()
     assert time.monotonic() - stopped_at < 2  # far less than the 60 s lease
-    stats = client.stats(name)
+    stats = admin.stats(name)
     assert stats.leased == 0
     assert stats.ready == 20 - stats.completed
     assert stats.retried == 5  # the unstarted items went back by QRETRY, not by lease expiry
@@ -134,10 +125,10 @@ def test_graceful_stop_hands_back_unstarted_items_at_once(
 
 
 def test_running_handlers_past_the_grace_period_give_their_items_back(
-    client: Client, url: str, new_queue: Callable[..., str]
+    admin: Client, url: str, new_queue: Callable[..., str]
 ) -> None:
     name = new_queue(lease_timeout=60_000)
-    client.produce(name, [b"stuck"])
+    admin.produce(name, [b"stuck"])
     started = threading.Event()
 
     async def handler(item: Item) -> None:
@@ -145,20 +136,17 @@ def test_running_handlers_past_the_grace_period_give_their_items_back(
         await asyncio.sleep(30)
 
     worker = Worker(url, name, handler, grace_ms=200)
-    thread = start(worker)
-    assert started.wait(10)
-    worker.stop()
-    thread.join(5)
-    assert not thread.is_alive()
-    stats = client.stats(name)
+    with running(worker):
+        assert started.wait(10)
+    stats = admin.stats(name)
     assert (stats.leased, stats.ready, stats.completed) == (0, 1, 0)
 
 
 def test_stop_lets_running_handlers_finish_within_the_grace_period(
-    client: Client, url: str, new_queue: Callable[..., str]
+    admin: Client, url: str, new_queue: Callable[..., str]
 ) -> None:
     name = new_queue()
-    client.produce(name, [b"a", b"b"])
+    admin.produce(name, [b"a", b"b"])
     started = threading.Barrier(3)
 
     def handler(item: Item) -> None:
@@ -166,16 +154,14 @@ def test_stop_lets_running_handlers_finish_within_the_grace_period(
         time.sleep(0.5)
 
     worker = Worker(url, name, handler, concurrency=2)
-    thread = start(worker)
-    started.wait(10)
-    worker.stop()
-    thread.join(10)
-    assert client.stats(name).completed == 2
+    with running(worker):
+        started.wait(10)
+    assert admin.stats(name).completed == 2
 
 
-def test_async_worker_runs_async_handlers(url: str, client: Client, new_queue: Callable[..., str]) -> None:
+def test_async_worker_runs_async_handlers(url: str, admin: Client, new_queue: Callable[..., str]) -> None:
     name = new_queue()
-    client.produce(name, [f"{i}".encode() for i in range(100)])
+    admin.produce(name, [f"{i}".encode() for i in range(100)])
     seen: list[bytes] = []
 
     async def main() -> None:
@@ -192,14 +178,14 @@ def test_async_worker_runs_async_handlers(url: str, client: Client, new_queue: C
 
     asyncio.run(main())
     assert sorted(seen) == sorted(f"{i}".encode() for i in range(100))
-    assert client.stats(name).completed == 100
+    assert admin.stats(name).completed == 100
 
 
 def test_async_worker_runs_plain_handlers_in_threads(
-    url: str, client: Client, new_queue: Callable[..., str]
+    url: str, admin: Client, new_queue: Callable[..., str]
 ) -> None:
     name = new_queue()
-    client.produce(name, [b"a", b"b", b"c"])
+    admin.produce(name, [b"a", b"b", b"c"])
     threads: set[str] = set()
 
     async def main() -> None:
@@ -207,7 +193,7 @@ def test_async_worker_runs_plain_handlers_in_threads(
             url, name, lambda item: threads.add(threading.current_thread().name), handle_signals=False
         )
         task = asyncio.create_task(worker.run())
-        while client.stats(name).completed < 3:
+        while admin.stats(name).completed < 3:
             await asyncio.sleep(0.02)
         worker.stop()
         await asyncio.wait_for(task, 10)
@@ -216,9 +202,9 @@ def test_async_worker_runs_plain_handlers_in_threads(
     assert threads and all(t.startswith("querator-worker") for t in threads)
 
 
-def test_hooks_see_start_and_success(url: str, client: Client, new_queue: Callable[..., str]) -> None:
+def test_hooks_see_start_and_success(url: str, admin: Client, new_queue: Callable[..., str]) -> None:
     name = new_queue()
-    client.produce(name, [b"a", b"b"])
+    admin.produce(name, [b"a", b"b"])
     events: list[tuple[str, bytes]] = []
 
     def on_success(item: Item, seconds: float) -> None:
@@ -232,27 +218,23 @@ def test_hooks_see_start_and_success(url: str, client: Client, new_queue: Callab
         on_start=lambda item: events.append(("start", item.payload)),
         on_success=on_success,
     )
-    thread = start(worker)
-    wait_until(lambda: client.stats(name).completed == 2)
-    worker.stop()
-    thread.join(10)
+    with running(worker):
+        wait_until(lambda: admin.stats(name).completed == 2)
     assert sorted(events) == [("start", b"a"), ("start", b"b"), ("success", b"a"), ("success", b"b")]
 
 
 def test_a_failing_hook_does_not_lose_the_item(
-    url: str, client: Client, new_queue: Callable[..., str]
+    url: str, admin: Client, new_queue: Callable[..., str]
 ) -> None:
     name = new_queue()
-    client.produce(name, [b"a"])
+    admin.produce(name, [b"a"])
 
     def broken(item: Item) -> None:
         raise RuntimeError("metrics down")
 
     worker = Worker(url, name, lambda item: None, on_start=broken)
-    thread = start(worker)
-    wait_until(lambda: client.stats(name).completed == 1)
-    worker.stop()
-    thread.join(10)
+    with running(worker):
+        wait_until(lambda: admin.stats(name).completed == 1)
 
 
 def test_a_missing_queue_fails_at_once(url: str) -> None:
@@ -281,10 +263,10 @@ print("stopped", flush=True)
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_worker_gracefully(
-    url: str, client: Client, new_queue: Callable[..., str], sig: signal.Signals
+    url: str, admin: Client, new_queue: Callable[..., str], sig: signal.Signals
 ) -> None:
     name = new_queue()
-    client.produce(name, [b"a", b"b", b"c"])
+    admin.produce(name, [b"a", b"b", b"c"])
     proc = subprocess.Popen(
         [sys.executable, "-c", _SIGNALLED, url, name],
         stdout=subprocess.PIPE,
@@ -296,6 +278,6 @@ def test_a_signal_stops_the_worker_gracefully(
     proc.send_signal(sig)
     assert proc.wait(10) == 0
     assert proc.stdout.read() == b"stopped\n"
-    stats = client.stats(name)
+    stats = admin.stats(name)
     # The running handler finished; nothing is left leased.
     assert (stats.completed, stats.leased) == (1, 0)
