@@ -15,26 +15,27 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "examples" / "node"
 
 
-def test_python_example_produces_and_processes_every_item(url: str, admin: Client) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "python_worker.py"),
-            "--url",
-            url,
-            "--queue",
-            "py-example",
-            "--items",
-            "200",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _run_example(command: list[str], cwd: Path, admin: Client, queue: str, items: int) -> None:
+    """Runs one example to its end and checks that every item it produced was completed, once."""
+    out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "processed 200 items"
-    stats = admin.stats("py-example")
-    assert (stats.completed, stats.total) == (200, 0)
+    assert out.stdout.strip() == f"processed {items} items"
+    stats = admin.stats(queue)
+    assert (stats.completed, stats.total) == (items, 0)
+
+
+def test_python_example_produces_and_processes_every_item(url: str, admin: Client) -> None:
+    command = [
+        sys.executable,
+        "examples/python_worker.py",
+        "--url",
+        url,
+        "--queue",
+        "py-example",
+        "--items",
+        "200",
+    ]
+    _run_example(command, ROOT, admin, "py-example", 200)
 
 
 def _node_modules() -> None:
@@ -52,14 +53,4 @@ def _node_modules() -> None:
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm")
 def test_node_example_produces_and_processes_every_item(url: str, admin: Client) -> None:
     _node_modules()
-    out = subprocess.run(
-        ["node", "worker.js", url, "node-example", "150"],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "processed 150 items"
-    stats = admin.stats("node-example")
-    assert (stats.completed, stats.total) == (150, 0)
+    _run_example(["node", "worker.js", url, "node-example", "150"], NODE_DIR, admin, "node-example", 150)
