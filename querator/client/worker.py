@@ -19,7 +19,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from querator.client.aio import AsyncClient
 from querator.client.backoff import backoff_ms, reason_of
 from querator.client.errors import QueratorError
 from querator.client.options import DEFAULT_URL
+from querator.client.threads import HandlerThreads
 from querator.client.types import Item
 
 log = logging.getLogger("querator.client.worker")
@@ -106,7 +106,7 @@ class AsyncWorker:
         self._flush: asyncio.Event | None = None
         self._closing = False
         self._client: AsyncClient | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: HandlerThreads | None = None
         self._lease_timeout_ms = 0
         self._held: dict[str, _Held] = {}
         self._waiting: deque[_Held] = deque()
@@ -131,7 +131,7 @@ class AsyncWorker:
         self._closing = False
         client = self._client = AsyncClient(self.url, **self._redis_options)
         if not self._async_handler:
-            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="querator-worker")
+            self._threads = HandlerThreads(self.concurrency, self.handler, loop)
         restore_signals = self._install_signals(loop)
         try:
             # Fails at once on a missing queue, and gives the lease time that paces extensions.
@@ -149,11 +149,11 @@ class AsyncWorker:
                 await asyncio.gather(extender, return_exceptions=True)
         finally:
             restore_signals()
-            if self._executor is not None:
+            if self._threads is not None:
                 # A handler thread still running after the grace period cannot be interrupted; its item
                 # was handed back already, so the worker does not wait for it.
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+                self._threads.shutdown()
+                self._threads = None
             await client.aclose()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
@@ -231,7 +231,8 @@ class AsyncWorker:
             if self._async_handler:
                 await self.handler(item)
             else:
-                await asyncio.get_running_loop().run_in_executor(self._executor, self.handler, item)
+                assert self._threads is not None
+                await self._threads.submit(item)
         except Dead as exc:
             elapsed = self._finished(item, started)
             await self._retry(item, dead=True, reason=reason_of(exc))

@@ -142,6 +142,25 @@ def test_running_handlers_past_the_grace_period_give_their_items_back(
     assert (stats.leased, stats.ready, stats.completed) == (0, 1, 0)
 
 
+def test_a_plain_handler_past_the_grace_period_does_not_hold_up_the_stop(
+    admin: Client, url: str, new_queue: Callable[..., str]
+) -> None:
+    name = new_queue(lease_timeout=60_000)
+    admin.produce(name, [b"stuck"])
+    started = threading.Event()
+
+    def handler(item: Item) -> None:
+        started.set()
+        time.sleep(3)  # a thread cannot be interrupted: the worker returns without it
+
+    with running(Worker(url, name, handler, grace_ms=200)):
+        assert started.wait(10)
+        stopped_at = time.monotonic()
+    assert time.monotonic() - stopped_at < 2
+    stats = admin.stats(name)
+    assert (stats.leased, stats.ready, stats.completed) == (0, 1, 0)
+
+
 def test_stop_lets_running_handlers_finish_within_the_grace_period(
     admin: Client, url: str, new_queue: Callable[..., str]
 ) -> None:
