@@ -76,3 +76,14 @@ def test_errors_are_one_line(url: str) -> None:
 def test_redrive_of_an_empty_queue_moves_nothing(url: str, new_queue: Callable[..., str]) -> None:
     out = querator("redrive", new_queue(), "--url", url)
     assert (out.returncode, out.stdout) == (0, "moved 0 items\n")
+
+
+def test_the_server_side_imports_neither_redis_nor_rich() -> None:
+    # `make serve` installs the package without the client extra: serve must start without it.
+    code = (
+        "import sys; import querator.cli, querator.server; querator.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('redis', 'rich') or m.startswith('querator.client.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stdout) == (0, "[]\n"), out.stderr
