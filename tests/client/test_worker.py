@@ -153,7 +153,8 @@ def test_a_plain_handler_past_the_grace_period_does_not_hold_up_the_stop(
         started.set()
         time.sleep(3)  # a thread cannot be interrupted: the worker returns without it
 
-    with running(Worker(url, name, handler, grace_ms=200)):
+    # A short BLOCK: the stop waits for the lease in flight, and this test times the grace period only.
+    with running(Worker(url, name, handler, grace_ms=200, block_ms=200)):
         assert started.wait(10)
         stopped_at = time.monotonic()
     assert time.monotonic() - stopped_at < 2
