@@ -378,8 +378,34 @@ class Worker:
     """`AsyncWorker` for programs without an event loop: `run()` blocks on its own loop; plain handlers run
     in a thread pool of `concurrency` threads, async ones on that loop."""
 
-    def __init__(self, url: str, queue: str, handler: Handler, **options: Any) -> None:
-        self._worker = AsyncWorker(url, queue, handler, **options)
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        handler: Handler,
+        *,
+        concurrency: int = 8,
+        batch: int | None = None,
+        block_ms: int = 1000,
+        backoff_base_ms: int = 1000,
+        backoff_cap_ms: int = 300_000,
+        grace_ms: int = 30_000,
+        **options: Any,
+    ) -> None:
+        """SPEC 10's parameters are spelled out; `options` takes the rest of `AsyncWorker`'s (hooks,
+        `redis_options`, `handle_signals`)."""
+        self._worker = AsyncWorker(
+            url,
+            queue,
+            handler,
+            concurrency=concurrency,
+            batch=batch,
+            block_ms=block_ms,
+            backoff_base_ms=backoff_base_ms,
+            backoff_cap_ms=backoff_cap_ms,
+            grace_ms=grace_ms,
+            **options,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
