@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check querator tests bench
-	$(BIN)/ruff format --check querator tests bench
+	$(BIN)/ruff check querator tests bench examples
+	$(BIN)/ruff format --check querator tests bench examples
 	$(BIN)/mypy
 
 docs: $(STAMP)

@@ -1,4 +1,5 @@
-"""Command line: argv -> Config -> Server. `querator serve [flags]`; `python -m querator` is the same."""
+"""Command line: argv -> Config -> Server. `querator serve [flags]`; `python -m querator` is the same.
+The admin subcommands (`querator stats|produce|lease|redrive|top`) live in `querator.admin`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gc
 import sys
 from typing import NoReturn
 
-from querator import __version__, logs
+from querator import __version__, admin, logs
 from querator.config import LOG_LEVELS, ConfigError, Sources, read_config
 from querator.errors import QueratorError
 from querator.server import ListenError, Server
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port", type=int, help="HTTP port for /metrics and /health (default 2320; 0: no HTTP)"
     )
     serve.add_argument("--log-level", help=f"{', '.join(LOG_LEVELS)} (default info)")
+    admin.add_commands(commands)
     return parser
 
 
@@ -63,6 +65,8 @@ def tune_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in admin.COMMANDS:
+        return admin.run(args)
     try:
         config, sources = read_config(
             args.config,
