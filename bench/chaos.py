@@ -86,7 +86,12 @@ P_ITEM_RETRIED = 0.03  # ... or handed back with QRETRY REASON
 P_ITEM_DEAD = 0.02  # ... or sent to the dead queue with QRETRY DEAD REASON
 # The admin process: a dead-queue listing and a redrive of at most this many of its first items, this often.
 REDRIVE_MAX = 20
-REDRIVE_GAP = (0.05, 0.3)  # seconds; often enough that some kills land during a QREDRIVE
+REDRIVE_GAP = (0.02, 0.1)  # seconds between two listings
+# Every this many kills the controller waits (at most REDRIVE_WAIT_S) until the admin is sending a
+# QREDRIVE and kills then, so that some crashes land in one (a redrive takes a few ms: by chance alone,
+# hardly any would).
+REDRIVE_KILL_EVERY = 3
+REDRIVE_WAIT_S = 1.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -319,9 +324,20 @@ def _retry(client: Client, items: list[list[Any]], dead: bool, reason: str) -> N
     client.call("retry", args, ids=ids, payloads=[it[1] for it in items], dead=dead, reason=reason)
 
 
-def admin_main(port: int, proc: str, path: str, stop: Any, deadline: float, seed: int) -> None:
-    """Now and then list the dead queue and redrive its first 1..REDRIVE_MAX items (at most as many as
-    listed, so that the items moved are exactly the first ones listed, whatever arrived since)."""
+def admin_main(
+    port: int,
+    proc: str,
+    path: str,
+    stop: Any,
+    deadline: float,
+    seed: int,
+    redriving: Any = None,
+    redrives_over: Any = None,
+) -> None:
+    """Again and again list the dead queue and redrive its first 1..REDRIVE_MAX items (at most as many
+    as listed, so that the items moved are exactly the first ones listed, whatever arrived since).
+    `redriving` (an Event) is set while a QREDRIVE is on its way, for the controller to kill then; once
+    `redrives_over` is set (after the last kill) it only lists, so the dead queue fills up for the end."""
     with _worker(port, proc, path, seed) as (rng, _, client):
         for _ in range(MAX_CALLS_PER_WORKER):
             if stop.is_set() or time.monotonic() > deadline:
@@ -330,17 +346,26 @@ def admin_main(port: int, proc: str, path: str, stop: Any, deadline: float, seed
             if not client.connected():
                 continue
             kind, listed = client.call("items", ["QITEMS", DEAD_QUEUE, "LIMIT", 1000], queue=DEAD_QUEUE)
-            if kind != "ok" or not listed or not client.connected():
+            if kind != "ok" or len(listed) < 2 or not client.connected():
                 continue
-            n = rng.randint(1, min(len(listed), REDRIVE_MAX))
+            if redrives_over is not None and redrives_over.is_set():
+                continue
+            # At most half of what is there, so that the dead queue still holds items at the end.
+            n = rng.randint(1, min(len(listed) // 2, REDRIVE_MAX))
             first = listed[:n]
-            client.call(
-                "redrive",
-                ["QREDRIVE", DEAD_QUEUE, "LIMIT", n],
-                limit=n,
-                ids=[it["id"] for it in first],
-                payloads=[it["payload"] for it in first],
-            )
+            if redriving is not None:
+                redriving.set()
+            try:
+                client.call(
+                    "redrive",
+                    ["QREDRIVE", DEAD_QUEUE, "LIMIT", n],
+                    limit=n,
+                    ids=[it["id"] for it in first],
+                    payloads=[it["payload"] for it in first],
+                )
+            finally:
+                if redriving is not None:
+                    redriving.clear()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1200,6 +1225,8 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
     server = ChaosServer(fault.data_dir(workdir), workdir / "server.log", config.durability)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
+    redriving = ctx.Event()
+    redrives_over = ctx.Event()
     workers: list[Any] = []
     restart_s: list[float] = []
     worker_errors: list[str] = []
@@ -1235,7 +1262,9 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
         roles += [(f"A{i}", admin_main) for i in range(config.admins)]
         for name, target in roles:
             path = str(hist_dir / f"{name}.jsonl")
-            args = (server.port, name, path, stop, hard_deadline, rng.randrange(2**32))
+            args: tuple[Any, ...] = (server.port, name, path, stop, hard_deadline, rng.randrange(2**32))
+            if target is admin_main:
+                args += (redriving, redrives_over)
             workers.append(ctx.Process(target=target, args=args, name=name, daemon=True))
         for w in workers:
             w.start()
@@ -1246,12 +1275,16 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
             time.sleep(rng.uniform(*config.kill_gap))
             note_dead_workers(f"before kill {k + 1}")
             ensure_serving(f"before kill {k + 1}")
+            if config.admins and (k + 1) % REDRIVE_KILL_EVERY == 0:
+                redriving.wait(REDRIVE_WAIT_S)  # then kill while a QREDRIVE is on its way (or, rarely, not)
+                time.sleep(rng.uniform(0, 0.003))  # now before, now during, now after the server applies it
             fault.crash(server)
             took = server.start()
             restart_s.append(took)
             fault.restarted(server)
             if verbose and (k + 1) % 10 == 0:
                 _log(f"  {config.durability}: {k + 1}/{config.kills} kills, last restart {took:.2f} s")
+        redrives_over.set()
         time.sleep(rng.uniform(*config.kill_gap))  # some load after the last restart too
         note_dead_workers("after the last kill")
         stop.set()
