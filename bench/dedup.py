@@ -159,7 +159,7 @@ def render(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
             f"| **{ratio:.2f}** (per round {min(ratios):.2f}-{max(ratios):.2f}) "
             f"| {_k(calls['median'])} ({_k(calls['min'])}-{_k(calls['max'])}) "
             f"| {cpu['plain']:.0f} / {cpu['dedup']:.0f} / {cpu['repeat']:.0f} "
-            f"(DEDUP +{100 * (cpu['dedup'] / cpu['plain'] - 1):.0f} %) |"
+            f"(DEDUP {100 * (cpu['dedup'] / cpu['plain'] - 1):+.0f} %) |"
         )
         verdicts.append(
             f"{items} item(s) per call, -c 50: DEDUP / plain = {ratio:.2f} "
