@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck bench bench-quick bench-limits bench-micro chaos power-loss docs clean clean-data \
+.PHONY: serve test lint typecheck bench bench-quick bench-limits bench-micro bench-dedup chaos power-loss docs clean clean-data \
 	redis-tools fuse-tools
 
 $(SERVE_STAMP): pyproject.toml
@@ -43,6 +43,10 @@ bench: $(STAMP) redis-tools
 
 bench-quick: $(STAMP) redis-tools
 	$(BIN)/python -m bench.run --quick
+
+# What QPRODUCE ... DEDUP costs against plain QPRODUCE, alternated on one server (docs/benchmarks.md).
+bench-dedup: $(STAMP) redis-tools
+	$(BIN)/python -m bench.dedup
 
 # What bounds the goals not reached: CPU per request against a bare uvloop server, the engine alone, the disk.
 bench-limits: $(STAMP) redis-tools

@@ -11,12 +11,21 @@ history file as JSON lines::
 `unknown` (the connection died or timed out mid-call: it may or may not have been applied). `mono` is
 `time.monotonic()` in seconds (one clock for every process on the machine), `wall` is Unix time in
 milliseconds, the server's clock for lease deadlines. Lease replies log every item as
-`[id, payload, attempts, lease_deadline_ms]`; completes log the ids and the count the server replied.
+`[id, payload, attempts, lease_deadline_ms]`; completes and retries log the ids and the count the server
+replied (retries also whether they were `DEAD` and their `REASON`).
+
+The queue has a dead queue (one partition, so that its order is one list). Consumers hand some items back
+with `QRETRY ... REASON` (they come back with a new id, attempts kept) and some with `QRETRY ... DEAD
+REASON` (they go to the dead queue). An admin process now and then lists the dead queue (`QITEMS`) and
+redrives its first few items (`QREDRIVE ... LIMIT n`, n at most what it listed): nothing else takes items
+out of the dead queue during the run and new ones arrive at its tail, so a redrive moves exactly the
+first n it listed, or (unknown outcome) either those or nothing.
 
 A controller SIGKILLs the server at random moments 0.5-3 s apart and restarts it on the same port and
 data directory, N times, timing each restart to the first successful PING. Then it stops the clients,
-waits past the lease timeout and drains the queue with a fresh client (lease + complete until empty,
-twice with a pause), logged like any consumer. `check()` is a pure function over the records.
+waits past the lease timeout, snapshots both queues (`QITEMS`, logged as `snapshot` records), drains the
+queue with a fresh client (lease + complete until empty, twice with a pause), logged like any consumer,
+and clears the dead queue. `check()` is a pure function over the records.
 
     python -m bench.chaos [--kills N] [--durability fsync|flush|both] [--producers P] [--consumers C]
                           [--quick] [--json PATH] [--workdir DIR] [--keep] [--seed S]
@@ -30,6 +39,7 @@ a `finally`. The exit status is 1 when any must-be-0 count is not 0 (the histori
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
 import multiprocessing
@@ -55,6 +65,7 @@ from redis.retry import Retry
 
 HOST = "127.0.0.1"
 QUEUE = "chaos"
+DEAD_QUEUE = "chaos-dead"
 LEASE_TIMEOUT_MS = 2000
 PARTITIONS = 4
 SOCKET_TIMEOUT = 3.0  # seconds; longer than BLOCK 200 plus a slow fsync under load
@@ -71,6 +82,16 @@ EXAMPLES = 5  # history excerpts kept per violation kind
 P_ABANDON = 0.01  # forget every item of the reply: the leases expire and the items come back
 P_LATE_COMPLETE = 0.003  # complete only after the lease deadline has passed (the ids must be stale by then)
 P_ITEM_SKIPPED = 0.01  # otherwise each item is completed with probability 1 - this
+P_ITEM_RETRIED = 0.03  # ... or handed back with QRETRY REASON
+P_ITEM_DEAD = 0.02  # ... or sent to the dead queue with QRETRY DEAD REASON
+# The admin process: a dead-queue listing and a redrive of at most this many of its first items, this often.
+REDRIVE_MAX = 20
+REDRIVE_GAP = (0.02, 0.1)  # seconds between two listings
+# Every this many kills the controller waits (at most REDRIVE_WAIT_S) until the admin is sending a
+# QREDRIVE and kills then, so that some crashes land in one (a redrive takes a few ms: by chance alone,
+# hardly any would).
+REDRIVE_KILL_EVERY = 3
+REDRIVE_WAIT_S = 1.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -175,29 +196,55 @@ class Client:
             items = [[_text(it[0]), _text(it[1]), int(it[2]), int(it[3])] for it in reply or []]
             self.history.write("ok", op, call, items=items)
             return "ok", items
-        elif op == "complete":
+        elif op in ("complete", "retry", "redrive", "clear"):
             self.history.write("ok", op, call, n=int(reply))
+        elif op == "items":
+            listed = [_item_fields(it) for it in reply or []]
+            self.history.write("ok", op, call, items=listed)
+            return "ok", listed
         else:
             self.history.write("ok", op, call, reply=_text(reply))
         return "ok", reply
+
+
+# The QITEMS fields the checker reads; the rest (timestamps, labels) would only make the files larger.
+ITEM_FIELDS = ("id", "payload", "state", "attempts", "reason", "source-queue", "source-id", "dead-reason")
+
+
+def _item_fields(item: Any) -> dict[str, Any]:
+    """One QITEMS item (a RESP2 flat field-value array) as a dict of `ITEM_FIELDS`."""
+    fields = {_text(k): v for k, v in zip(item[::2], item[1::2], strict=True)}
+    return {
+        name: int(fields[name]) if name == "attempts" else _text(fields.get(name, b""))
+        for name in ITEM_FIELDS
+    }
 
 
 # --------------------------------------------------------------------------------------------------------
 # Workers (top-level so that multiprocessing's spawn can import them)
 
 
-def _worker_setup() -> None:
+@contextlib.contextmanager
+def _worker(port: int, proc: str, path: str, seed: int) -> Iterator[tuple[random.Random, History, Client]]:
+    """Around every worker's loop: its history file and client; its exit or its traceback logged."""
     # The controller decides when workers stop; a Ctrl-C in the terminal must not kill them mid-write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    history = History(Path(path), proc)
+    client = Client(port, history)
+    try:
+        yield random.Random(seed), history, client
+        history.write("note", "exit", 0)
+    except Exception:
+        history.write("error", "worker", 0, traceback=traceback.format_exc())
+        raise
+    finally:
+        client.drop()
+        history.close()
 
 
 def producer_main(port: int, proc: str, path: str, stop: Any, deadline: float, seed: int) -> None:
-    _worker_setup()
-    rng = random.Random(seed)
-    history = History(Path(path), proc)
-    client = Client(port, history)
-    n = 0
-    try:
+    with _worker(port, proc, path, seed) as (rng, _, client):
+        n = 0
         for _ in range(MAX_CALLS_PER_WORKER):
             if stop.is_set() or time.monotonic() > deadline:
                 break
@@ -209,21 +256,11 @@ def producer_main(port: int, proc: str, path: str, stop: Any, deadline: float, s
             n += k  # payloads are never reused, whatever the outcome
             client.call("produce", ["QPRODUCE", QUEUE, "ITEMS", *payloads], payloads=payloads)
             time.sleep(rng.uniform(0, 0.004))
-        history.write("note", "exit", 0)
-    except Exception:
-        history.write("error", "worker", 0, traceback=traceback.format_exc())
-        raise
-    finally:
-        client.drop()
-        history.close()
 
 
 def consumer_main(port: int, proc: str, path: str, stop: Any, deadline: float, seed: int) -> None:
-    _worker_setup()
-    rng = random.Random(seed)
-    history = History(Path(path), proc)
-    client = Client(port, history)
-    try:
+    with _worker(port, proc, path, seed) as (rng, history, client):
+        retry_no = 0
         for _ in range(MAX_CALLS_PER_WORKER):
             if stop.is_set() or time.monotonic() > deadline:
                 break
@@ -253,23 +290,82 @@ def consumer_main(port: int, proc: str, path: str, stop: Any, deadline: float, s
                     break
                 chosen = items
             else:
-                chosen = [it for it in items if rng.random() >= P_ITEM_SKIPPED]
-                if len(chosen) < len(items):
-                    skipped = [it[0] for it in items if it not in chosen]
+                chosen, retried, dead, skipped = [], [], [], []
+                for it in items:
+                    roll = rng.random()
+                    if roll < P_ITEM_SKIPPED:
+                        skipped.append(it[0])
+                    elif roll < P_ITEM_SKIPPED + P_ITEM_RETRIED:
+                        retried.append(it)
+                    elif roll < P_ITEM_SKIPPED + P_ITEM_RETRIED + P_ITEM_DEAD:
+                        dead.append(it)
+                    else:
+                        chosen.append(it)
+                if skipped:
                     history.write("note", "abandon", 0, ids=skipped)
+                # Each hand-back carries a reason unique to its call, so the checker can tell which
+                # QRETRY an item in the dead queue (or back in the queue) remembers.
+                for hand_back, dead_flag in ((retried, False), (dead, True)):
+                    if hand_back and client.connected():
+                        retry_no += 1
+                        _retry(client, hand_back, dead_flag, f"{proc} retry {retry_no}: handler failed")
             if not chosen:
                 continue
             if not client.connected():
                 continue  # the connection died after the lease: these leases will expire
             ids = [it[0] for it in chosen]
             client.call("complete", ["QCOMPLETE", QUEUE, *ids], ids=ids, payloads=[it[1] for it in chosen])
-        history.write("note", "exit", 0)
-    except Exception:
-        history.write("error", "worker", 0, traceback=traceback.format_exc())
-        raise
-    finally:
-        client.drop()
-        history.close()
+
+
+def _retry(client: Client, items: list[list[Any]], dead: bool, reason: str) -> None:
+    """QRETRY [DEAD] REASON of leased items, logged with their payloads, whether DEAD, and the reason."""
+    ids = [it[0] for it in items]
+    args = ["QRETRY", QUEUE, *(["DEAD"] if dead else []), "REASON", reason, *ids]
+    client.call("retry", args, ids=ids, payloads=[it[1] for it in items], dead=dead, reason=reason)
+
+
+def admin_main(
+    port: int,
+    proc: str,
+    path: str,
+    stop: Any,
+    deadline: float,
+    seed: int,
+    redriving: Any = None,
+    redrives_over: Any = None,
+) -> None:
+    """Again and again list the dead queue and redrive its first 1..REDRIVE_MAX items (at most as many
+    as listed, so that the items moved are exactly the first ones listed, whatever arrived since).
+    `redriving` (an Event) is set while a QREDRIVE is on its way, for the controller to kill then; once
+    `redrives_over` is set (after the last kill) it only lists, so the dead queue fills up for the end."""
+    with _worker(port, proc, path, seed) as (rng, _, client):
+        for _ in range(MAX_CALLS_PER_WORKER):
+            if stop.is_set() or time.monotonic() > deadline:
+                break
+            time.sleep(rng.uniform(*REDRIVE_GAP))
+            if not client.connected():
+                continue
+            kind, listed = client.call("items", ["QITEMS", DEAD_QUEUE, "LIMIT", 1000], queue=DEAD_QUEUE)
+            if kind != "ok" or len(listed) < 2 or not client.connected():
+                continue
+            if redrives_over is not None and redrives_over.is_set():
+                continue
+            # At most half of what is there, so that the dead queue still holds items at the end.
+            n = rng.randint(1, min(len(listed) // 2, REDRIVE_MAX))
+            first = listed[:n]
+            if redriving is not None:
+                redriving.set()
+            try:
+                client.call(
+                    "redrive",
+                    ["QREDRIVE", DEAD_QUEUE, "LIMIT", n],
+                    limit=n,
+                    ids=[it["id"] for it in first],
+                    payloads=[it["payload"] for it in first],
+                )
+            finally:
+                if redriving is not None:
+                    redriving.clear()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -293,6 +389,11 @@ class Delivery:
     complete_call: int = 0
     complete_invoke_mono: float = 0.0
     complete_ok_mono: float = 0.0
+    retried: str = ""  # the same statuses, for a QRETRY of this delivery's id
+    retry_dead: bool = False
+    retry_reason: str = ""
+    retry_invoke_mono: float = 0.0
+    incarnation: int = 0  # how many redrives (acknowledged or not) may have moved the payload before it
 
     def brief(self) -> dict[str, Any]:
         return {
@@ -304,6 +405,8 @@ class Delivery:
             "lease_deadline_ms": self.deadline,
             "completed": self.completed or "no",
             "complete_call": self.complete_call or None,
+            "retried": (self.retried + (" dead" if self.retry_dead else "")) if self.retried else "no",
+            "incarnation": self.incarnation,
         }
 
 
@@ -311,19 +414,42 @@ class Delivery:
 class CheckResult:
     # The contract: each must be 0.
     lost: int = 0  # acknowledged produce, never delivered, not in the drain
-    unexpected: int = 0  # delivered payload no producer ever sent
+    unexpected: int = 0  # delivered (or dead-queued) payload no producer ever sent
     redelivered_after_complete: int = 0  # delivered again after an acknowledged complete of it
     concurrent_leases: int = 0  # leased while an earlier, unexpired, uncompleted lease of it was still valid
     # Further consequences of the same contract (SPEC sections 1 and 4); also must be 0.
     failed_produce_applied: int = 0  # a payload of an error-replied QPRODUCE was delivered
-    stale_complete_accepted: int = 0  # a complete counted an id after its item had been leased again
-    attempts_not_increasing: int = 0  # a later delivery had attempts <= an earlier one's
-    unexpired_lease_not_completed: int = 0  # QCOMPLETE, answered before every deadline, counted fewer ids
+    stale_complete_accepted: int = 0  # a complete or retry counted an id after its item was leased again
+    attempts_not_increasing: int = 0  # a later delivery (no redrive between) had attempts <= an earlier one's
+    unexpired_lease_not_completed: int = (
+        0  # QCOMPLETE / QRETRY, answered before every deadline, counted fewer
+    )
+    # The dead queue, retries and redrives (SPEC sections 4 and 7); also must be 0.
+    unfinished: int = 0  # delivered, never completed (not even maybe) and not in the dead queue at the end
+    dead_missing: int = 0  # its QRETRY DEAD acknowledged, no redrive since, not in the dead queue at the end
+    dead_duplicated: int = 0  # in the final dead queue more than once
+    dead_wrong_provenance: int = 0  # reason / source-queue / source-id / dead-reason not from its QRETRY DEAD
+    dead_unexplained: int = 0  # in the dead queue although no QRETRY DEAD of it was ever sent
+    dead_delivered: int = 0  # delivered again after an acknowledged QRETRY DEAD, without a redrive between
+    completed_and_dead: int = 0  # listed in the dead queue after an acknowledged complete of it
+    in_both_queues: int = 0  # in the queue and in its dead queue in the final snapshots
+    wrong_reason: int = 0  # in the queue with a reason no QRETRY (not DEAD) of it gave, or with provenance
     # Work done and informational figures.
     produce_calls: dict[str, int] = field(default_factory=dict)  # ok / unknown / fail -> calls
     produce_items: dict[str, int] = field(default_factory=dict)  # ok / unknown / fail -> items
     lease_calls: dict[str, int] = field(default_factory=dict)
     complete_calls: dict[str, int] = field(default_factory=dict)
+    retry_calls: dict[str, int] = field(default_factory=dict)
+    dead_calls: dict[str, int] = field(default_factory=dict)  # QRETRY DEAD
+    redrive_calls: dict[str, int] = field(default_factory=dict)
+    retried_acked: int = 0  # items of acknowledged QRETRY (not DEAD) calls
+    dead_acked: int = 0  # items of acknowledged QRETRY DEAD calls
+    redriven_acked: int = 0  # items moved by acknowledged QREDRIVE calls
+    redriven_maybe: int = 0  # items an unknown-outcome QREDRIVE may have moved
+    redriven_delivered: int = 0  # payloads delivered after a redrive moved them
+    dead_expected: int = 0  # payloads that must be in the final dead queue
+    dead_exactly_once: int = 0  # ... and were, once, with the provenance of their QRETRY DEAD
+    dead_final: int = 0  # items in the final dead queue
     acknowledged: int = 0  # distinct payloads of ok produces
     deliveries: int = 0
     delivered_payloads: int = 0
@@ -344,6 +470,15 @@ class CheckResult:
         "stale_complete_accepted",
         "attempts_not_increasing",
         "unexpired_lease_not_completed",
+        "unfinished",
+        "dead_missing",
+        "dead_duplicated",
+        "dead_wrong_provenance",
+        "dead_unexplained",
+        "dead_delivered",
+        "completed_and_dead",
+        "in_both_queues",
+        "wrong_reason",
     )
 
     def violations(self) -> dict[str, int]:
@@ -376,27 +511,49 @@ def _example(result: CheckResult, kind: str, evidence: Any) -> None:
         bucket.append(evidence)
 
 
+_RANK = {"acked": 4, "partial": 3, "unknown": 2, "failed": 1, "": 0}
+
+
+def _lease_end_status(outcome: dict[str, Any] | None, ids: list[str]) -> str:
+    """acked (every id counted) / partial (an ok reply counting fewer) / failed / unknown."""
+    if outcome is None or outcome["type"] == "unknown":
+        return "unknown"
+    if outcome["type"] == "fail":
+        return "failed"
+    return "acked" if outcome["n"] >= len(set(ids)) else "partial"
+
+
 def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -> CheckResult:
-    """Check the histories of one run (every process's records, in any order)."""
+    """Check the histories of one run (every process's records, in any order).
+
+    Deliveries of one payload are split into incarnations at every QREDRIVE that may have moved it (its
+    invoke time): an item leased before the redrive was answered before the redrive was sent (its
+    QRETRY DEAD, then the listing that showed it, came in between), and one leased after the redrive
+    was leased after the redrive ran. Attempts start again, and the lease rules apply, per incarnation;
+    completion is final across all of them.
+    """
+    records = list(records)
     result = CheckResult()
-    produce_calls: dict[str, int] = defaultdict(int)
+    calls: dict[str, dict[str, int]] = {
+        op: defaultdict(int) for op in ("produce", "lease", "complete", "retry", "dead", "redrive")
+    }
     produce_items: dict[str, int] = defaultdict(int)
-    lease_calls: dict[str, int] = defaultdict(int)
-    complete_calls: dict[str, int] = defaultdict(int)
     invoked: set[str] = set()
     acked: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     failed: set[str] = set()
     unknown: set[str] = set()
     deliveries: list[Delivery] = []
     by_proc_id: dict[tuple[str, str], list[Delivery]] = defaultdict(list)
-    completes: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    lease_ends: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    redrive_mono: dict[str, list[float]] = defaultdict(list)  # payload -> invoke times of redrives of it
+    dead_listings: list[tuple[float, list[dict[str, Any]]]] = []  # (invoke mono, items) of dead-queue QITEMS
 
     for invoke, outcome in _pair_calls(records):
         kind = outcome["type"] if outcome else "unknown"
         op = invoke["op"]
         if op == "produce":
             payloads = invoke["payloads"]
-            produce_calls[kind] += 1
+            calls["produce"][kind] += 1
             produce_items[kind] += len(payloads)
             invoked.update(payloads)
             if kind == "ok":
@@ -408,7 +565,7 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
             else:
                 unknown.update(payloads)
         elif op == "lease":
-            lease_calls[kind] += 1
+            calls["lease"][kind] += 1
             if kind == "ok":
                 assert outcome is not None
                 for item_id, payload, attempts, deadline in outcome["items"]:
@@ -425,20 +582,35 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
                     )
                     deliveries.append(d)
                     by_proc_id[(d.proc, d.id)].append(d)
-        elif op == "complete":
-            complete_calls[kind] += 1
-            completes.append((invoke, outcome))
-
-    # Attach each complete to the delivery it completes: the same process's latest lease of that id.
-    rank = {"acked": 4, "partial": 3, "unknown": 2, "failed": 1, "": 0}
-    for invoke, outcome in completes:
-        kind = outcome["type"] if outcome else "unknown"
-        ids = invoke["ids"]
-        if kind == "ok":
+        elif op in ("complete", "retry"):
+            calls["dead" if invoke.get("dead") else op][kind] += 1
+            lease_ends.append((invoke, outcome))
+        elif op == "redrive":
+            calls["redrive"][kind] += 1
+            # Exactly the first n listed moved (n from the reply), or, outcome unknown, all or none.
+            if kind == "fail":
+                continue
+            moved = invoke["payloads"][: outcome["n"]] if outcome and kind == "ok" else invoke["payloads"]
+            if kind == "ok":
+                result.redriven_acked += len(moved)
+            else:
+                result.redriven_maybe += len(moved)
+            for p in moved:
+                redrive_mono[p].append(invoke["mono"])
+        elif op == "items" and invoke.get("queue") == DEAD_QUEUE and kind == "ok":
             assert outcome is not None
-            status = "acked" if outcome["n"] >= len(set(ids)) else "partial"
-        else:
-            status = {"fail": "failed"}.get(kind, "unknown")
+            dead_listings.append((invoke["mono"], outcome["items"]))
+
+    # Attach each complete / retry to the delivery it ends: the same process's latest lease of that id.
+    for invoke, outcome in lease_ends:
+        ids = invoke["ids"]
+        status = _lease_end_status(outcome, ids)
+        is_retry = invoke["op"] == "retry"
+        if is_retry and status == "acked":
+            if invoke.get("dead"):
+                result.dead_acked += len(set(ids))
+            else:
+                result.retried_acked += len(set(ids))
         matched: list[Delivery] = []
         for item_id in ids:
             leased = by_proc_id.get((invoke["proc"], item_id), [])
@@ -447,7 +619,13 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
                 continue
             d = max(earlier, key=lambda d: d.ok_mono)
             matched.append(d)
-            if rank[status] > rank[d.completed]:
+            if is_retry:
+                if _RANK[status] > _RANK[d.retried]:
+                    d.retried = status
+                    d.retry_dead = bool(invoke.get("dead"))
+                    d.retry_reason = invoke.get("reason", "")
+                    d.retry_invoke_mono = invoke["mono"]
+            elif _RANK[status] > _RANK[d.completed]:
                 d.completed = status
                 d.complete_call = invoke["call"]
                 d.complete_invoke_mono = invoke["mono"]
@@ -462,11 +640,12 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
             _example(
                 result,
                 "unexpired_lease_not_completed",
-                {"complete": [invoke, outcome], "leases": [d.brief() for d in matched]},
+                {"call": [invoke, outcome], "leases": [d.brief() for d in matched]},
             )
 
     by_payload: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
+        d.incarnation = bisect.bisect_left(sorted(redrive_mono.get(d.payload, ())), d.ok_mono)
         by_payload[d.payload].append(d)
 
     for payload, ds in by_payload.items():
@@ -480,37 +659,11 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
             )
         if payload in unknown and payload not in acked:
             result.unknown_produces_delivered += 1
-        if len(ds) < 2:
-            continue
+        if any(d.incarnation for d in ds):
+            result.redriven_delivered += 1
         ds.sort(key=lambda d: d.ok_mono)
         for j in range(1, len(ds)):
-            later = ds[j]
-            after_complete = concurrent = stale = False
-            for first in ds[:j]:
-                overlaps = later.ok_wall < first.deadline - slack_ms
-                if first.completed == "acked":
-                    # Nothing may deliver this payload again once a complete of it was acknowledged.
-                    if later.invoke_mono > first.complete_ok_mono:
-                        after_complete = True
-                    elif overlaps:
-                        concurrent = True
-                    else:
-                        stale = True  # re-leased after expiry, then the old id was still completed
-                elif overlaps:
-                    concurrent = True
-            evidence = {"payload": payload, "deliveries": [d.brief() for d in ds[: j + 1]]}
-            if after_complete:
-                result.redelivered_after_complete += 1
-                _example(result, "redelivered_after_complete", evidence)
-            elif concurrent:
-                result.concurrent_leases += 1
-                _example(result, "concurrent_leases", evidence)
-            elif stale:
-                result.stale_complete_accepted += 1
-                _example(result, "stale_complete_accepted", evidence)
-            elif later.attempts <= ds[j - 1].attempts:
-                result.attempts_not_increasing += 1
-                _example(result, "attempts_not_increasing", evidence)
+            _check_later_delivery(result, ds, j, slack_ms)
 
     for payload in acked.keys() - by_payload.keys():
         result.lost += 1
@@ -518,10 +671,15 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
         result.lost_produce_mono.append((invoke["mono"], outcome["mono"]))
         _example(result, "lost", {"payload": payload, "produce": [invoke, outcome]})
 
-    result.produce_calls = dict(produce_calls)
+    _check_dead_queue(result, records, by_payload, redrive_mono, dead_listings, invoked)
+
+    result.produce_calls = dict(calls["produce"])
     result.produce_items = dict(produce_items)
-    result.lease_calls = dict(lease_calls)
-    result.complete_calls = dict(complete_calls)
+    result.lease_calls = dict(calls["lease"])
+    result.complete_calls = dict(calls["complete"])
+    result.retry_calls = dict(calls["retry"])
+    result.dead_calls = dict(calls["dead"])
+    result.redrive_calls = dict(calls["redrive"])
     result.acknowledged = len(acked)
     result.deliveries = len(deliveries)
     result.delivered_payloads = len(by_payload)
@@ -531,6 +689,157 @@ def check(records: Iterable[dict[str, Any]], slack_ms: float = CLOCK_SLACK_MS) -
     )
     result.completed_acked = sum(1 for d in deliveries if d.completed == "acked")
     return result
+
+
+def _check_later_delivery(result: CheckResult, ds: list[Delivery], j: int, slack_ms: float) -> None:
+    """Judge delivery `ds[j]` of one payload against the earlier ones (`ds` sorted by reply time)."""
+    later = ds[j]
+    after_complete = concurrent = stale = after_dead = False
+    for first in ds[:j]:
+        if first.completed == "acked" and later.invoke_mono > first.complete_ok_mono:
+            # Nothing may deliver this payload again once a complete of it was acknowledged, not even a
+            # redrive (the item is gone, so no dead queue can hold it).
+            after_complete = True
+            continue
+        if first.incarnation != later.incarnation:
+            continue  # a redrive came between: the later one is a new item
+        overlaps = later.ok_wall < first.deadline - slack_ms
+        if first.completed == "acked":
+            if overlaps:
+                concurrent = True
+            else:
+                stale = True  # re-leased after expiry, then the old id was still completed
+        elif first.retried == "acked" and later.ok_mono > first.retry_invoke_mono:
+            # Back in the queue at once (a blocked lease may take it before the retrier reads the
+            # reply); from the dead queue only through a redrive, which would be a new incarnation.
+            after_dead = after_dead or first.retry_dead
+        elif first.retried == "acked":
+            if overlaps:
+                concurrent = True
+            else:
+                stale = True  # re-leased after expiry, then the old id was still retried
+        elif first.retried in ("partial", "unknown") and later.ok_mono > first.retry_invoke_mono:
+            pass  # the retry may have ended the lease early
+        elif overlaps:
+            concurrent = True
+    prev = [d for d in ds[:j] if d.incarnation == later.incarnation]
+    evidence = {"payload": later.payload, "deliveries": [d.brief() for d in ds[: j + 1]]}
+    # Only the most telling verdict counts, in this order.
+    verdicts = (
+        ("redelivered_after_complete", after_complete),
+        ("dead_delivered", after_dead),
+        ("concurrent_leases", concurrent),
+        ("stale_complete_accepted", stale),
+        ("attempts_not_increasing", bool(prev) and later.attempts <= prev[-1].attempts),
+    )
+    kind = next((name for name, hit in verdicts if hit), None)
+    if kind is not None:
+        setattr(result, kind, getattr(result, kind) + 1)
+        _example(result, kind, evidence)
+
+
+def _check_dead_queue(
+    result: CheckResult,
+    records: list[dict[str, Any]],
+    by_payload: dict[str, list[Delivery]],
+    redrive_mono: dict[str, list[float]],
+    dead_listings: list[tuple[float, list[dict[str, Any]]]],
+    invoked: set[str],
+) -> None:
+    """Where every payload ended: completed, or in the dead queue exactly once with its provenance.
+
+    The final snapshots (`snapshot` records, written by the drain before it empties anything) are what
+    each queue held once every client had stopped and every lease had run out.
+    """
+    final: dict[str, list[dict[str, Any]]] = {QUEUE: [], DEAD_QUEUE: []}
+    for r in records:
+        if r["type"] == "snapshot":
+            final[r["queue"]] = r["items"]
+    # Where an item ended is known only from the end state; a history cut short (or a hand-written one
+    # about something else) has no snapshot and is judged on its calls alone.
+    ended = any(r["type"] == "snapshot" for r in records)
+    in_dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in final[DEAD_QUEUE]:
+        in_dead[item["payload"]].append(item)
+    in_queue = {item["payload"]: item for item in final[QUEUE]}
+    result.dead_final = len(final[DEAD_QUEUE])
+    completed_at = {
+        p: min(d.complete_ok_mono for d in ds if d.completed == "acked")
+        for p, ds in by_payload.items()
+        if any(d.completed == "acked" for d in ds)
+    }
+
+    for payload, items in in_dead.items():
+        ds = by_payload.get(payload, [])
+        dead_retries = [d for d in ds if d.retry_dead and d.retried in ("acked", "partial", "unknown")]
+        if payload not in invoked:
+            result.unexpected += 1
+            _example(result, "unexpected", {"payload": payload, "dead_queue": items})
+        if len(items) > 1:
+            result.dead_duplicated += 1
+            _example(result, "dead_duplicated", {"payload": payload, "dead_queue": items})
+        if payload in in_queue:
+            result.in_both_queues += 1
+            _example(
+                result, "in_both_queues", {"payload": payload, "queue": in_queue[payload], "dead": items}
+            )
+        if not dead_retries:
+            result.dead_unexplained += 1
+            _example(result, "dead_unexplained", {"payload": payload, "dead_queue": items})
+            continue
+        # Reasons are unique per call: the item must carry the reason and id of one QRETRY DEAD of it.
+        sent = {(d.retry_reason, d.id) for d in dead_retries}
+        for item in items:
+            got = (item["reason"], item["source-id"])
+            if item["dead-reason"] != "retry-dead" or item["source-queue"] != QUEUE or got not in sent:
+                result.dead_wrong_provenance += 1
+                _example(
+                    result,
+                    "dead_wrong_provenance",
+                    {"payload": payload, "dead_queue": item, "retries": [d.brief() for d in dead_retries]},
+                )
+
+    for listed_mono, items in dead_listings:
+        for item in items:
+            done = completed_at.get(item["payload"])
+            if done is not None and listed_mono > done:
+                result.completed_and_dead += 1
+                _example(result, "completed_and_dead", {"item": item, "completed_mono": done})
+    for payload in in_dead.keys() & completed_at.keys():
+        result.completed_and_dead += 1
+        _example(result, "completed_and_dead", {"payload": payload, "dead_queue": in_dead[payload]})
+
+    for payload, ds in by_payload.items() if ended else ():
+        maybe_done = any(d.completed in ("acked", "partial", "unknown") for d in ds)
+        if not maybe_done and payload not in in_dead:
+            result.unfinished += 1
+            _example(result, "unfinished", {"payload": payload, "deliveries": [d.brief() for d in ds]})
+        dead_acked = [d for d in ds if d.retry_dead and d.retried == "acked"]
+        if dead_acked:
+            last = max(d.retry_invoke_mono for d in dead_acked)
+            moved_since = any(t > last for t in redrive_mono.get(payload, ()))
+            if not moved_since and not any(d.ok_mono > last for d in ds):
+                result.dead_expected += 1
+                if payload not in in_dead:
+                    result.dead_missing += 1
+                    _example(
+                        result, "dead_missing", {"payload": payload, "deliveries": [d.brief() for d in ds]}
+                    )
+                elif (
+                    len(in_dead[payload]) == 1
+                    and in_dead[payload][0]["reason"]
+                    == max(dead_acked, key=lambda d: d.retry_invoke_mono).retry_reason
+                ):
+                    result.dead_exactly_once += 1
+
+    for payload, item in in_queue.items():
+        given = {d.retry_reason for d in by_payload.get(payload, []) if d.retried and not d.retry_dead}
+        provenance = item["source-queue"] or item["source-id"] or item["dead-reason"]
+        if provenance or (item["reason"] and item["reason"] not in given):
+            result.wrong_reason += 1
+            _example(
+                result, "wrong_reason", {"payload": payload, "item": item, "retry_reasons": sorted(given)}
+            )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -676,6 +985,7 @@ class RunConfig:
     consumers: int = 4
     seed: int = 0
     kill_gap: tuple[float, float] = KILL_GAP
+    admins: int = 1  # processes that list and redrive the dead queue
 
 
 @dataclass
@@ -730,9 +1040,22 @@ class RunResult:
             f"failed produce applied {c.failed_produce_applied}; stale complete accepted "
             f"{c.stale_complete_accepted}; attempts not increasing {c.attempts_not_increasing}; "
             f"unexpired lease not completed {c.unexpired_lease_not_completed}\n"
+            f"  retries ok {c.retry_calls.get('ok', 0):,} ({c.retried_acked:,} items) "
+            f"unknown {c.retry_calls.get('unknown', 0):,}; QRETRY DEAD ok {c.dead_calls.get('ok', 0):,} "
+            f"({c.dead_acked:,} items) unknown {c.dead_calls.get('unknown', 0):,}; redrives ok "
+            f"{c.redrive_calls.get('ok', 0):,} ({c.redriven_acked:,} items) unknown "
+            f"{c.redrive_calls.get('unknown', 0):,} ({c.redriven_maybe:,} items maybe), "
+            f"{c.redriven_delivered:,} redriven payloads delivered again; dead queue at the end "
+            f"{c.dead_final:,} items, {c.dead_exactly_once:,} of {c.dead_expected:,} expected there exactly "
+            f"once with their reason; unfinished {c.unfinished}, dead missing {c.dead_missing}, "
+            f"duplicated {c.dead_duplicated}, wrong provenance {c.dead_wrong_provenance}, unexplained "
+            f"{c.dead_unexplained}, delivered after dead {c.dead_delivered}, completed and dead "
+            f"{c.completed_and_dead}, in both queues {c.in_both_queues}, wrong reason {c.wrong_reason}\n"
             f"  server counters: produced {_count(stats.get('produced'))} "
-            f"(histories: {self.items_applied():,} acknowledged or delivered), "
+            f"(histories: {self.items_applied():,} acknowledged or delivered, "
+            f"{_count(self.redriven())} redriven), "
             f"completed {_count(stats.get('completed'))}, "
+            f"dead-lettered {_count(stats.get('dead-lettered'))}, "
             f"lease-expired {_count(stats.get('lease-expired'))}, "
             f"left {_count(stats.get('total'))}{'' if self.counters_match() else ' MISMATCH'}; "
             f"{self.elapsed_s:.0f} s"
@@ -742,11 +1065,31 @@ class RunResult:
         """Items the server must have stored: acknowledged ones plus unknown ones that were delivered."""
         return self.check.acknowledged + self.check.unknown_produces_delivered
 
+    def redriven(self) -> int | None:
+        """Items the server redrove, from its counters: what reached the dead queue minus what stayed."""
+        dead = self.final_stats.get("dead-queue", {})
+        produced = dead.get("produced")
+        return produced - self.drain.get("dead_listed", 0) if isinstance(produced, int) else None
+
     def counters_match(self) -> bool:
-        """QSTATS `produced` and `completed` (kept across restarts) agree with the histories, none left."""
-        stats = self.final_stats
-        return stats.get("produced") == stats.get("completed") == self.items_applied() and not stats.get(
-            "total"
+        """QSTATS counters (kept across restarts) agree with the histories, and nothing is left.
+
+        The queue produced what producers stored plus what redrives brought back, and every item it
+        produced was completed or dead-lettered. The dead queue received exactly what was dead-lettered,
+        the listing at the end held what it received minus what was redriven (between what acknowledged
+        redrives moved and what unknown-outcome ones may have), and QCLEAR removed exactly that.
+        """
+        stats, dead = self.final_stats, self.final_stats.get("dead-queue", {})
+        redriven = self.redriven()
+        c = self.check
+        return (
+            redriven is not None
+            and c.redriven_acked <= redriven <= c.redriven_acked + c.redriven_maybe
+            and stats.get("produced") == self.items_applied() + redriven
+            and stats.get("produced") == stats.get("completed", 0) + stats.get("dead-lettered", 0)
+            and dead.get("produced") == stats.get("dead-lettered")
+            and self.drain.get("dead_cleared") == self.drain.get("dead_listed") == c.dead_final
+            and not stats.get("total")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -798,6 +1141,45 @@ def _admin(port: int, *args: Any) -> Any:
         client.close()
 
 
+def create_queues(port: int) -> None:
+    """The dead queue (one partition: one order, so a redrive's items are the first ones listed), then
+    the queue that names it."""
+    _admin(port, "QCREATE", DEAD_QUEUE)
+    _admin(
+        port, "QCREATE", QUEUE, "PARTITIONS", PARTITIONS, "LEASE-TIMEOUT", LEASE_TIMEOUT_MS,
+        "DEAD-QUEUE", DEAD_QUEUE,
+    )  # fmt: skip
+
+
+def snapshot(port: int, history: History, queue: str, max_seconds: float = 120.0) -> list[dict[str, Any]]:
+    """Every item of `queue` (QITEMS pages), logged as one `snapshot` record once complete."""
+    client = Client(port, history)
+    items: list[dict[str, Any]] = []
+    after: list[str] = []
+    deadline = time.monotonic() + max_seconds
+    errors = 0
+    try:
+        for _ in range(100_000):
+            if time.monotonic() > deadline or errors > 100:
+                raise RuntimeError(f"snapshot of {queue} did not finish")
+            if not client.connected():
+                errors += 1
+                time.sleep(0.1)
+                continue
+            kind, page = client.call("items", ["QITEMS", queue, *after, "LIMIT", 1000], queue=queue)
+            if kind != "ok":
+                errors += 1
+                continue
+            items += page
+            if len(page) < 1000:
+                break
+            after = ["AFTER", page[-1]["id"]]
+    finally:
+        client.drop()
+    history.write("snapshot", "snapshot", 0, queue=queue, items=items)
+    return items
+
+
 def drain(port: int, history: History, max_seconds: float = 300.0) -> dict[str, int]:
     """Lease + complete until the queue is empty (bounded in calls and time)."""
     client = Client(port, history)
@@ -845,6 +1227,8 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
     server = ChaosServer(fault.data_dir(workdir), workdir / "server.log", config.durability)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
+    redriving = ctx.Event()
+    redrives_over = ctx.Event()
     workers: list[Any] = []
     restart_s: list[float] = []
     worker_errors: list[str] = []
@@ -874,12 +1258,15 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
 
     try:
         first_start_s = server.start()
-        _admin(server.port, "QCREATE", QUEUE, "PARTITIONS", PARTITIONS, "LEASE-TIMEOUT", LEASE_TIMEOUT_MS)
+        create_queues(server.port)
         roles = [(f"P{i}", producer_main) for i in range(config.producers)]
         roles += [(f"C{i}", consumer_main) for i in range(config.consumers)]
+        roles += [(f"A{i}", admin_main) for i in range(config.admins)]
         for name, target in roles:
             path = str(hist_dir / f"{name}.jsonl")
-            args = (server.port, name, path, stop, hard_deadline, rng.randrange(2**32))
+            args: tuple[Any, ...] = (server.port, name, path, stop, hard_deadline, rng.randrange(2**32))
+            if target is admin_main:
+                args += (redriving, redrives_over)
             workers.append(ctx.Process(target=target, args=args, name=name, daemon=True))
         for w in workers:
             w.start()
@@ -890,12 +1277,16 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
             time.sleep(rng.uniform(*config.kill_gap))
             note_dead_workers(f"before kill {k + 1}")
             ensure_serving(f"before kill {k + 1}")
+            if config.admins and (k + 1) % REDRIVE_KILL_EVERY == 0:
+                redriving.wait(REDRIVE_WAIT_S)  # then kill while a QREDRIVE is on its way (or, rarely, not)
+                time.sleep(rng.uniform(0, 0.003))  # now before, now during, now after the server applies it
             fault.crash(server)
             took = server.start()
             restart_s.append(took)
             fault.restarted(server)
             if verbose and (k + 1) % 10 == 0:
                 _log(f"  {config.durability}: {k + 1}/{config.kills} kills, last restart {took:.2f} s")
+        redrives_over.set()
         time.sleep(rng.uniform(*config.kill_gap))  # some load after the last restart too
         note_dead_workers("after the last kill")
         stop.set()
@@ -907,18 +1298,26 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
         drain_history = History(hist_dir / "drain.jsonl", "drain")
         try:
             ensure_serving("before the drain")
+            # Nothing moves between queues any more: what each holds now is where every item ended.
+            snapshot(server.port, drain_history, QUEUE)
+            dead = snapshot(server.port, drain_history, DEAD_QUEUE)
             first = drain(server.port, drain_history)
             time.sleep(LEASE_TIMEOUT_MS / 1000 + REQUEUE_MARGIN_S)
             ensure_serving("between the drain passes")
             second = drain(server.port, drain_history)
+            dead_stats = _decode(_admin(server.port, "QSTATS", DEAD_QUEUE))
+            cleared = int(_admin(server.port, "QCLEAR", DEAD_QUEUE))
         finally:
             drain_history.close()
         drained = {
             "items": first["items"] + second["items"],
             "first_pass": first["items"],
             "second_pass": second["items"],
+            "dead_listed": len(dead),
+            "dead_cleared": cleared,
         }
         final_stats = _decode(_admin(server.port, "QSTATS", QUEUE))
+        final_stats["dead-queue"] = dead_stats
         ensure_serving("after the drain")
     finally:
         stop.set()

@@ -13,9 +13,9 @@ What must hold, by durability mode (SPEC section 4):
   reports how much, and the window: the age, at its cut, of the oldest acknowledgement that was lost.
   That it sees any loss at all is the proof that the test can see one (no bound is asserted yet).
 
-Queues: the chaos queue is created before the first cut, and one probe queue after each restart; after
-each restart the test lists the queues and counts those whose QCREATE was acknowledged but that are gone
-(then recreates the chaos queue, so the run goes on).
+Queues: the chaos queue and its dead queue are created before the first cut, and one probe queue after
+each restart; after each restart the test lists the queues and counts those whose QCREATE was
+acknowledged but that are gone (then recreates the chaos queues, so the run goes on).
 
     python -m bench.power_loss [--cuts N] [--durability fsync|flush|both] [--quick] [--json PATH]
                                [--workdir DIR] [--keep] [--seed S]
@@ -60,7 +60,7 @@ class PowerCut(chaos.Fault):
         self.fs: LazyFS | None = None
         self.cut_mono: list[float] = []
         self.cuts: list[CutReport] = []
-        self.queues: list[str] = [chaos.QUEUE]  # acknowledged QCREATEs
+        self.queues: list[str] = [chaos.QUEUE, chaos.DEAD_QUEUE]  # acknowledged QCREATEs
         self.survival = QueueSurvival()
 
     def data_dir(self, workdir: Path) -> Path:
@@ -85,17 +85,19 @@ class PowerCut(chaos.Fault):
             self.survival.checked += 1
             if name not in present:
                 self.survival.missing.append(f"{name} after cut {cut}")
-        if chaos.QUEUE not in present:  # without it every later call fails: recreate it, counted above
+        if chaos.DEAD_QUEUE not in present:  # without them every later call fails: recreate them,
+            chaos._admin(server.port, "QCREATE", chaos.DEAD_QUEUE)  # counted above
+        if chaos.QUEUE not in present:
             chaos._admin(
                 server.port, "QCREATE", chaos.QUEUE, "PARTITIONS", chaos.PARTITIONS,
-                "LEASE-TIMEOUT", chaos.LEASE_TIMEOUT_MS,
+                "LEASE-TIMEOUT", chaos.LEASE_TIMEOUT_MS, "DEAD-QUEUE", chaos.DEAD_QUEUE,
             )  # fmt: skip
         probe = f"probe-{cut}"
         with contextlib.suppress(Exception):  # an unacknowledged QCREATE promises nothing
             chaos._admin(server.port, "QCREATE", probe)
             self.queues.append(probe)
         # A probe lost at a cut stays lost: check each one only at the first cut after its creation.
-        self.queues = [q for q in self.queues if q == chaos.QUEUE or q == probe]
+        self.queues = [q for q in self.queues if q in (chaos.QUEUE, chaos.DEAD_QUEUE, probe)]
 
     def close(self) -> None:
         if self.fs is not None:

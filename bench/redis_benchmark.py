@@ -2,6 +2,7 @@
 
     redis-benchmark -h 127.0.0.1 -p P -c C -n N [-P pipeline] -q --csv <command...>
     redis-benchmark -h 127.0.0.1 -p P -c C -n N [-P pipeline] -q --csv -t ping_mbulk
+    redis-benchmark ... -r K <command with __rand_int__>   (each __rand_int__: a random number below K)
 
 The CSV has a header row (`"test","rps","avg_latency_ms",...`) and one row per test. redis-benchmark
 stops at the first error reply (`Error from server: ...` on stderr, exit status 1), so an error aborts
@@ -41,6 +42,7 @@ def build_argv(
     requests: int = 100_000,
     pipeline: int = 1,
     tests: str | None = None,
+    keyspace: int | None = None,
 ) -> list[str]:
     if bool(command) == bool(tests):
         raise ValueError("give either a command or tests (-t), not both or neither")
@@ -48,6 +50,8 @@ def build_argv(
     argv = [binary, "-h", HOST, "-p", str(port), "-c", str(clients), "-n", str(requests)]
     if pipeline > 1:
         argv += ["-P", str(pipeline)]
+    if keyspace is not None:
+        argv += ["-r", str(keyspace)]
     argv += ["-q", "--csv"]
     if tests:
         argv += ["-t", tests]
@@ -85,9 +89,12 @@ def run(
     pipeline: int = 1,
     tests: str | None = None,
     timeout: float = 120.0,
+    keyspace: int | None = None,
 ) -> BenchmarkResult:
     """Run redis-benchmark once; at most `timeout` seconds (then it is killed and this raises)."""
-    argv = build_argv(port, command, clients=clients, requests=requests, pipeline=pipeline, tests=tests)
+    argv = build_argv(
+        port, command, clients=clients, requests=requests, pipeline=pipeline, tests=tests, keyspace=keyspace
+    )
     started = time.perf_counter()
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.chaos import CheckResult, RunConfig, check, load_histories, run
+from bench.chaos import DEAD_QUEUE, QUEUE, CheckResult, RunConfig, check, load_histories, run
 
 LEASE_MS = 2000
 
@@ -75,8 +75,50 @@ class H:
             self._rec(outcome, "complete", proc, call, error="x")
         return self
 
+    def retry(
+        self, proc: str, *ids: str, dead: bool = False, reason: str = "r", payloads: list[str] | None = None,
+        n: int | None = None, outcome: str = "ok",
+    ) -> H:  # fmt: skip
+        call = self._call(proc)
+        self._rec(
+            "invoke", "retry", proc, call, ids=list(ids), payloads=payloads or [], dead=dead, reason=reason
+        )
+        if outcome == "ok":
+            self._rec("ok", "retry", proc, call, n=len(ids) if n is None else n)
+        else:
+            self._rec(outcome, "retry", proc, call, error="x")
+        return self
+
+    def redrive(self, *payloads: str, n: int | None = None, outcome: str = "ok") -> H:
+        """The admin's QREDRIVE of the first listed payloads (ids made up: the checker reads payloads)."""
+        call = self._call("A0")
+        ids = [f"d-{p}" for p in payloads]
+        self._rec("invoke", "redrive", "A0", call, limit=len(payloads), ids=ids, payloads=list(payloads))
+        if outcome == "ok":
+            self._rec("ok", "redrive", "A0", call, n=len(payloads) if n is None else n)
+        else:
+            self._rec(outcome, "redrive", "A0", call, error="x")
+        return self
+
+    def snapshot(self, queue: str, *items: dict[str, str]) -> H:
+        """The drain's final listing of `queue`: each item's fields beyond id / payload default to empty."""
+        full = [{"id": "", "state": "ready", "attempts": 0, "reason": "", "source-queue": "", "source-id": "",
+                 "dead-reason": "", **it} for it in items]  # fmt: skip
+        self._rec("snapshot", "snapshot", "drain", 0, queue=queue, items=full)
+        return self
+
+    def ended(self, dead: list[dict[str, str]] | None = None, queue: list[dict[str, str]] | None = None) -> H:
+        """Both final snapshots (empty unless given)."""
+        return self.snapshot(QUEUE, *(queue or [])).snapshot(DEAD_QUEUE, *(dead or []))
+
     def check(self) -> CheckResult:
         return check(self.records)
+
+
+def dead_item(payload: str, source_id: str, reason: str = "r", **fields: str) -> dict[str, str]:
+    """An item of the final dead-queue snapshot, with the provenance a QRETRY DEAD gives."""
+    item = {"payload": payload, "reason": reason, "source-queue": QUEUE, "source-id": source_id}
+    return {**item, "dead-reason": "retry-dead", **fields}
 
 
 def _only(result: CheckResult, **expected: int) -> None:
@@ -237,9 +279,104 @@ def test_quick_chaos_run_keeps_the_contract(tmp_path: Path, durability: str) -> 
     assert result.counters_match(), detail  # QSTATS produced / completed survive the kills
     assert result.check.acknowledged >= 500, "too little work to prove anything\n" + detail
     assert result.check.completed_acked >= 250, detail
+    # Retries, the dead queue and redrives took part (SPEC 7), and the dead queue's counters agree too.
+    c = result.check
+    assert c.retried_acked > 0 and c.dead_acked > 0 and c.redriven_acked > 0, detail
+    assert c.dead_exactly_once == c.dead_expected, detail
     assert (
         result.check.produce_calls.get("unknown", 0)
         + result.check.lease_calls.get("unknown", 0)
         + (result.check.complete_calls.get("unknown", 0))
         > 0
     ), "no call was ever cut by a kill\n" + detail
+
+
+# Retries, the dead queue and redrives
+
+
+def test_retried_item_comes_back_with_a_new_id_and_higher_attempts() -> None:
+    h = H().produce("P0", "a").at(1_001_000).lease("C0", ("1", "a", 1)).retry("C0", "1", reason="soft")
+    h.at(1_001_100).lease("C1", ("2", "a", 2)).complete("C1", "2").ended()  # within C0's old deadline: fine
+    r = h.check()
+    _only(r)
+    assert r.retried_acked == 1 and r.retry_calls == {"ok": 1}
+
+
+def test_retried_then_never_seen_again_is_unfinished() -> None:
+    h = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1").ended()
+    _only(h.check(), unfinished=1)
+
+
+def test_dead_item_must_be_in_the_dead_queue_exactly_once_with_its_reason() -> None:
+    h = H().produce("P0", "a", "b").lease("C0", ("1", "a", 1), ("2", "b", 1))
+    h.retry("C0", "1", dead=True, reason="dead C0 1").complete("C0", "2")
+    ok = h.records + H().ended(dead=[dead_item("a", "1", "dead C0 1")]).records
+    r = check(ok)
+    _only(r)
+    assert r.dead_expected == r.dead_exactly_once == r.dead_final == 1 and r.dead_acked == 1
+    missing = check(h.records + H().ended().records)
+    _only(missing, dead_missing=1, unfinished=1)
+    twice = check(h.records + H().ended(dead=[dead_item("a", "1", "dead C0 1")] * 2).records)
+    _only(twice, dead_duplicated=1)
+    wrong = check(h.records + H().ended(dead=[dead_item("a", "1", "another call's reason")]).records)
+    _only(wrong, dead_wrong_provenance=1)
+    expired = check(
+        h.records + H().ended(dead=[dead_item("a", "1", "dead C0 1", **{"dead-reason": "expired"})]).records
+    )
+    _only(expired, dead_wrong_provenance=1)
+
+
+def test_dead_item_in_the_queue_too_or_never_sent_there() -> None:
+    h = H().produce("P0", "a", "b").lease("C0", ("1", "a", 1), ("2", "b", 1)).retry("C0", "1", dead=True)
+    h.complete("C0", "2").ended(dead=[dead_item("a", "1")], queue=[{"payload": "a", "id": "9"}])
+    _only(h.check(), in_both_queues=1)
+    h2 = H().produce("P0", "b").lease("C0", ("2", "b", 1)).complete("C0", "2")
+    _only(h2.ended(dead=[dead_item("b", "2")]).check(), dead_unexplained=1, completed_and_dead=1)
+
+
+def test_dead_item_delivered_again_without_a_redrive() -> None:
+    h = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", dead=True)
+    h.at(1_010_000).lease("drain", ("5", "a", 2)).complete("drain", "5").ended()
+    _only(h.check(), dead_delivered=1)
+
+
+def test_redriven_item_is_a_new_item_with_attempts_from_zero() -> None:
+    h = H().produce("P0", "a").lease("C0", ("1", "a", 3)).retry("C0", "1", dead=True, reason="x")
+    h.redrive("a").lease("C1", ("7", "a", 1)).complete("C1", "7").ended()
+    r = h.check()
+    _only(r)
+    assert r.redriven_acked == 1 and r.redriven_delivered == 1 and r.dead_expected == 0
+    # Redriven, dead again, and left in the dead queue with the second call's reason.
+    h2 = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", dead=True, reason="x")
+    h2.redrive("a").lease("C1", ("7", "a", 1)).retry("C1", "7", dead=True, reason="y")
+    r2 = h2.ended(dead=[dead_item("a", "7", "y")]).check()
+    _only(r2)
+    assert r2.dead_exactly_once == 1
+
+
+def test_unknown_redrive_may_or_may_not_have_moved_the_item() -> None:
+    def history() -> H:
+        h = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", dead=True)
+        return h.redrive("a", outcome="unknown")
+
+    _only(history().ended(dead=[dead_item("a", "1")]).check())  # it did not move
+    r = history().lease("C1", ("7", "a", 1)).complete("C1", "7").ended().check()  # it did
+    _only(r)
+    assert r.redriven_maybe == 1 and r.redriven_acked == 0
+
+
+def test_completed_item_listed_in_the_dead_queue_later() -> None:
+    h = H().produce("P0", "a").lease("C0", ("1", "a", 1)).complete("C0", "1")
+    call = h._call("A0")
+    h._rec("invoke", "items", "A0", call, queue=DEAD_QUEUE)
+    h._rec("ok", "items", "A0", call, items=[dead_item("a", "1")])
+    _only(h.ended().check(), completed_and_dead=1)
+
+
+def test_item_back_in_the_queue_carries_its_last_retry_reason_only() -> None:
+    h = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", reason="soft C0 1")
+    h.ended(queue=[{"payload": "a", "id": "2", "reason": "soft C0 1"}])
+    _only(h.lease("drain", ("2", "a", 2)).complete("drain", "2").check())
+    h2 = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", reason="soft C0 1")
+    bad = h2.ended(queue=[{"payload": "a", "id": "2", "reason": "soft C0 1", "source-queue": QUEUE}])
+    _only(bad.lease("drain", ("2", "a", 2)).complete("drain", "2").check(), wrong_reason=1)
