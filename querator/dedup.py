@@ -46,21 +46,24 @@ class DedupKeys:
 
     def __init__(self, space: KeySpace) -> None:
         self.space = space
-        self._step: dict[bytes, DedupEntry] = {}  # keys remembered in the step being applied
+        self._step: dict[bytes, bytes] = {}  # entries remembered in the step being applied, encoded
 
     def lookup(self, key: bytes, now: int, window: int) -> DedupEntry | None:
         """The live entry of `key`, or None (never used, or its window has passed)."""
-        entry = self._step.get(key)
-        if entry is None:
-            raw = self.space.get(KEY + key)
-            if raw is None:
-                return None
-            entry = DedupEntry.decode(raw)
+        raw = self._step.get(key) or self.space.get(KEY + key)
+        if raw is None:
+            return None
+        entry = DedupEntry.decode(raw)
         return entry if entry.first_use + window > now else None
 
-    def remember(self, ws: WriteSet, key: bytes, entry: DedupEntry) -> None:
-        ws.put(self.space, KEY + key, entry.encode())
-        ws.put(self.space, AGE + _AGE.pack(entry.first_use) + key, b"")
+    def remember(
+        self, ws: WriteSet, key: bytes, now: int, partition: int, first_seq: int, count: int
+    ) -> None:
+        """The key was first used `now` by a call whose `count` items got consecutive seqs from
+        `first_seq` in `partition`; written in that call's write set. No object per call: the miss is
+        the common path of a DEDUP produce (docs/benchmarks.md, the DEDUP row)."""
+        entry = _ENTRY.pack(now, partition, first_seq, count)
+        ws.put_many(self.space, [KEY + key, AGE + _AGE.pack(now) + key], [entry, b""])
         self._step[key] = entry
 
     def written(self) -> None:
@@ -85,10 +88,8 @@ class DedupKeys:
             key = age_key[1 + _AGE.size :]
             ws.delete(self.space, age_key)
             # The key may have been used again since (its old window passed): then it is not ours.
-            current = self._step.get(key)
-            if current is None:
-                raw = self.space.get(KEY + key)
-                current = DedupEntry.decode(raw) if raw is not None else None
+            raw = self._step.get(key) or self.space.get(KEY + key)
+            current = DedupEntry.decode(raw) if raw is not None else None
             if current is not None and current.first_use == first_use:
                 ws.delete(self.space, KEY + key)
         return done

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from querator.dedup import DedupEntry
 from querator.engine import (
     Clear,
     Complete,
@@ -193,8 +192,7 @@ class KeyValueState(ItemMoves):
                 return IdFormat(self.ids.uid, first.partition).run(first.first_seq, first.count)
             start = meta.next_seq
             ids = self._produce(op, now)
-            entry = DedupEntry(now, self.ids.partition, start, len(payloads))
-            self.dedup.remember(self.writes.ws, op.dedup, entry)
+            self.dedup.remember(self.writes.ws, op.dedup, now, self.ids.partition, start, len(payloads))
             return ids
         return self._produce(op, now)
 

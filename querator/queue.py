@@ -175,6 +175,9 @@ class Queue:
             when = oldest + self.options.dedup_window
             self._sweep_timer = self._engine.clock.call_at(self._engine.loop, when, self._sweep)
 
+    def sweep_armed(self) -> bool:
+        return self._sweep_timer is not None
+
     def arm_sweep_after(self, _: asyncio.Future[list[str]]) -> None:
         self.arm_sweep()
 

@@ -270,8 +270,8 @@ class Service:
         if not q.options.dedup_window:
             dedup = None  # deduplication is off for this queue: DEDUP is accepted and ignored
         produced = q.produce_partition().submit(Produce(payloads, due, kind, reference, encoding, dedup))
-        if dedup is not None:
-            # Once the key is stored, the sweep must be armed for its window's end (a no-op if it is).
+        if dedup is not None and not q.sweep_armed():
+            # Once the key is stored, the sweep must be armed for its window's end.
             produced.add_done_callback(q.arm_sweep_after)
         return produced
 
