@@ -236,7 +236,7 @@ async function loadItems() {
     remove.addEventListener("click", () => act(name, "remove", { ids: [item.id] }, `Remove item ${item.id}?`));
     return el("tr", { "data-item": item.id },
       el("td", { class: "mono", text: item.id }), el("td", { text: item.state }),
-      el("td", { class: "num", text: String(item.attempts) }), el("td", { text: when(item.created_at) }),
+      el("td", { class: "num", text: String(item.attempts) }), el("td", { class: "when", text: when(item.created_at) }),
       el("td", { text: item.kind }),
       el("td", { class: "mono payload", text: item.payload, title: `${item.payload_bytes} bytes` }),
       el("td", { text: item.reason }), el("td", { text: item.source_queue }),
