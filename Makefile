@@ -7,7 +7,7 @@ SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: serve test lint typecheck bench bench-quick bench-limits bench-micro bench-dedup chaos power-loss docs clean clean-data \
-	redis-tools fuse-tools
+	redis-tools fuse-tools screenshots browser-tools
 
 $(SERVE_STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,15 @@ fuse-tools:
 # Power cuts under the server's data directory, 30 per durability mode (docs/reliability.md).
 power-loss: $(STAMP) fuse-tools
 	$(BIN)/python -m bench.power_loss --durability both
+
+# The dashboard's browser tests and screenshots use Debian's chromium (ADR 16); install it when missing.
+browser-tools:
+	@command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The dashboard images of the README and docs/operations.md, from a real server with traffic.
+screenshots: $(STAMP) browser-tools
+	$(BIN)/python -m tests.screenshots
 
 # Caches and the virtualenv only: queues and their items are never deleted by a clean-up.
 clean:
