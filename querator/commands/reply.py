@@ -7,8 +7,8 @@ order, so later commands of a pipeline can be submitted while earlier ones wait 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from querator.commandstats import CommandStats
@@ -19,14 +19,14 @@ class Deferred:
 
     def __init__(
         self,
-        future: Awaitable[Any],
+        future: asyncio.Future[Any],
         convert: Callable[[Any], Any] | None = None,
         *,
         blocking: bool = False,
     ) -> None:
-        # `Service` methods are typed as awaitables but hand back futures (ADR 5): replies are taken from
-        # them without awaiting, with done() and callbacks.
-        self.future = cast(asyncio.Future[Any], future)
+        # `Service` methods return futures (ADR 5, ADR 9): replies are taken from them without awaiting,
+        # with done() and callbacks.
+        self.future = future
         self.convert = convert
         # A blocking command (QLEASE ... BLOCK) holds back the client's later commands until it answers,
         # as a blocked Redis client does.
