@@ -13,9 +13,18 @@ What must hold, by durability mode (SPEC section 4):
   reports how much, and the window: the age, at its cut, of the oldest acknowledgement that was lost.
   That it sees any loss at all is the proof that the test can see one (no bound is asserted yet).
 
-Queues: the chaos queue and its dead queue are created before the first cut, and one probe queue after
-each restart; after each restart the test lists the queues and counts those whose QCREATE was
-acknowledged but that are gone (then recreates the chaos queues, so the run goes on).
+Deduplication (SPEC section 7: a key is remembered for its queue's dedup window, across restarts): a
+probe queue with a one-day DEDUP-WINDOW takes a `QPRODUCE ... DEDUP key` with a fresh key after each
+restart and just before each cut (not before the cuts aimed at a redrive, whose moment must stay), and
+the run keeps each acknowledged call, its ids and when its reply was read. After each restart it repeats
+every kept call: a remembered key returns the same ids and counts one `deduplicated`, no `produced`. A
+forgotten key stores its items again; that call is then the key's first use. `fsync` must forget
+nothing; `flush` reports what it forgot and the age, at its cut, of the oldest forgotten acknowledgement.
+
+Queues: the chaos queue, its dead queue and the dedup probe queue are created before the first cut, and
+one probe queue after each restart; after each restart the test lists the queues and counts those whose
+QCREATE was acknowledged but that are gone (then recreates the chaos and dedup queues, so the run goes
+on).
 
     python -m bench.power_loss [--cuts N] [--durability fsync|flush|both] [--quick] [--json PATH]
                                [--workdir DIR] [--keep] [--seed S]
@@ -39,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench import chaos
 from bench.lazyfs import CutReport, LazyFS, unavailable
 
@@ -49,6 +60,36 @@ class QueueSurvival:
 
     checked: int = 0  # (queue, cut) pairs checked
     missing: list[str] = field(default_factory=list)  # "queue after cut k"
+
+
+DEDUP_QUEUE = "dedup-probe"
+DEDUP_WINDOW_MS = 86_400_000  # the longest: nothing expires during a run
+
+
+@dataclass
+class DedupProbe:
+    """One acknowledged `QPRODUCE DEDUP_QUEUE DEDUP key ITEMS payload`."""
+
+    key: str
+    payload: str
+    ids: list[str]
+    acked: float  # monotonic time its reply was read (the server sent it no later)
+
+
+@dataclass
+class DedupSurvival:
+    """Acknowledged DEDUP produces, repeated after every later cut."""
+
+    produced: int = 0  # acknowledged probe calls (first uses of a key)
+    checked: int = 0  # (key, cut) pairs checked
+    forgotten: list[str] = field(default_factory=list)  # "key after cut k (age s)": stored again
+    different: list[str] = field(default_factory=list)  # remembered, but other ids than the first call's
+    unexplained: list[str] = field(default_factory=list)  # no reply, or counters that fit neither case
+    forgotten_window_s: float = 0.0  # age at its cut of the oldest forgotten acknowledgement
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.forgotten or self.different or self.unexplained)
 
 
 class PowerCut(chaos.Fault):
@@ -62,6 +103,9 @@ class PowerCut(chaos.Fault):
         self.cuts: list[CutReport] = []
         self.queues: list[str] = [chaos.QUEUE, chaos.DEAD_QUEUE]  # acknowledged QCREATEs
         self.survival = QueueSurvival()
+        self.dedup = DedupSurvival()
+        self.probes: list[DedupProbe] = []  # the acknowledged DEDUP calls to repeat after the next cut
+        self.next_key = 0
 
     def data_dir(self, workdir: Path) -> Path:
         self.fs = LazyFS(workdir / "backing", workdir / "mnt", log=workdir / "lazyfs.log").mount()
@@ -69,6 +113,10 @@ class PowerCut(chaos.Fault):
 
     def crash(self, server: chaos.ChaosServer) -> None:
         assert self.fs is not None and server.proc is not None
+        if not self.cut_mono:
+            self._create_dedup_queue(server.port)
+        if (len(self.cut_mono) + 1) % chaos.REDRIVE_KILL_EVERY:  # chaos.run aims the others at a redrive
+            self._dedup_probe(server.port)
         self.cut_mono.append(time.monotonic())  # the instant of the cut: nothing is sent after it
         with contextlib.suppress(ProcessLookupError):
             os.kill(server.proc.pid, signal.SIGSTOP)
@@ -97,7 +145,74 @@ class PowerCut(chaos.Fault):
             chaos._admin(server.port, "QCREATE", probe)
             self.queues.append(probe)
         # A probe lost at a cut stays lost: check each one only at the first cut after its creation.
-        self.queues = [q for q in self.queues if q in (chaos.QUEUE, chaos.DEAD_QUEUE, probe)]
+        self.queues = [q for q in self.queues if q in (chaos.QUEUE, chaos.DEAD_QUEUE, DEDUP_QUEUE, probe)]
+        if DEDUP_QUEUE in self.queues and DEDUP_QUEUE not in present:
+            self._create_dedup_queue(server.port)  # counted missing above; its keys count as forgotten
+        self._check_dedup(server.port, cut)
+        self._dedup_probe(server.port)
+
+    def _create_dedup_queue(self, port: int) -> None:
+        with contextlib.suppress(Exception):  # unacknowledged: no probe, and no queue to check
+            chaos._admin(port, "QCREATE", DEDUP_QUEUE, "DEDUP-WINDOW", DEDUP_WINDOW_MS)
+            if DEDUP_QUEUE not in self.queues:
+                self.queues.append(DEDUP_QUEUE)
+
+    def _dedup_probe(self, port: int) -> None:
+        """A produce with a fresh key; kept only when acknowledged (an unknown outcome promises nothing)."""
+        if DEDUP_QUEUE not in self.queues:
+            return
+        n = self.next_key
+        self.next_key += 1
+        with contextlib.suppress(Exception):
+            key, payload = f"key-{n}", f"dedup-{n}"
+            ids = chaos._admin(port, "QPRODUCE", DEDUP_QUEUE, "DEDUP", key, "ITEMS", payload)
+            self.probes.append(DedupProbe(key, payload, [chaos._text(i) for i in ids], time.monotonic()))
+            self.dedup.produced += 1
+
+    def _check_dedup(self, port: int, cut: int) -> None:
+        """Repeat every kept call, each between two QSTATS of the probe queue (nobody else writes there)."""
+        client: Any = redis.Redis(host=chaos.HOST, port=port, protocol=2, socket_timeout=10)
+
+        def counters() -> tuple[int, int]:
+            stats = chaos._decode(client.execute_command("QSTATS", DEDUP_QUEUE))
+            return int(stats["produced"]), int(stats["deduplicated"])
+
+        kept: list[DedupProbe] = []
+        done = 0  # probes judged (kept or dropped)
+        try:
+            before = counters() if self.probes else (0, 0)
+            for p in self.probes:
+                done += 1
+                age = self.cut_mono[-1] - p.acked
+                what = f"{p.key} after cut {cut} ({max(0.0, age):.2f} s old)"
+                try:
+                    call = ("QPRODUCE", DEDUP_QUEUE, "DEDUP", p.key, "ITEMS", p.payload)
+                    reply = client.execute_command(*call)
+                    after = counters()
+                except Exception as e:  # an unknown outcome: this key cannot be judged any more
+                    self.dedup.unexplained.append(f"{what}: {e!r}")
+                    before = counters()
+                    continue
+                grew = (after[0] - before[0], after[1] - before[1])
+                before = after
+                ids = [chaos._text(i) for i in reply]
+                self.dedup.checked += 1
+                if grew == (0, 1):  # remembered: nothing stored, one duplicate counted
+                    if ids != p.ids:
+                        self.dedup.different.append(f"{what}: {ids} instead of {p.ids}")
+                    kept.append(p)
+                elif grew == (1, 0):  # forgotten: stored again, and this call is now the key's first use
+                    self.dedup.forgotten.append(what)
+                    self.dedup.forgotten_window_s = max(self.dedup.forgotten_window_s, age)
+                    kept.append(DedupProbe(p.key, p.payload, ids, time.monotonic()))
+                else:
+                    self.dedup.unexplained.append(f"{what}: produced +{grew[0]}, deduplicated +{grew[1]}")
+        except Exception as e:  # QSTATS failed: the keys not yet repeated wait for the next restart
+            self.dedup.unexplained.append(f"QSTATS {DEDUP_QUEUE} after cut {cut}: {e!r}")
+            kept += self.probes[done:]
+        finally:
+            client.close()
+        self.probes = kept
 
     def close(self) -> None:
         if self.fs is not None:
@@ -122,6 +237,7 @@ class PowerLossResult:
     cuts: list[CutReport]
     lost_window_s: float  # age at its cut of the oldest lost acknowledgement (0 when nothing was lost)
     queue_survival: QueueSurvival
+    dedup: DedupSurvival
 
     @property
     def durability(self) -> str:
@@ -129,14 +245,16 @@ class PowerLossResult:
 
     @property
     def contract_kept(self) -> bool:
-        """Everything `fsync` promises: no check violation, no worker error, every queue still there."""
-        return self.run.ok and not self.queue_survival.missing
+        """Everything `fsync` promises: no check violation, no worker error, every queue still there,
+        every acknowledged DEDUP key remembered with its ids."""
+        return self.run.ok and not self.queue_survival.missing and not self.dedup.broken
 
     def summary(self) -> str:
         c = self.run.check
         files = sum(r.files for r in self.cuts)
         dropped = sum(r.bytes_truncated + r.bytes_written_back for r in self.cuts)
         missing = self.queue_survival.missing
+        d = self.dedup
         return (
             f"{self.durability}: {len(self.cuts)} power cuts; {c.lost:,} of {c.acknowledged:,} acknowledged "
             f"items lost (oldest lost acknowledgement {self.lost_window_s:.2f} s old at its cut); "
@@ -145,6 +263,10 @@ class PowerLossResult:
             f"attempts not increasing {c.attempts_not_increasing:,}; "
             f"queues missing after a cut {len(missing)} of {self.queue_survival.checked} checked"
             f"{' (' + ', '.join(missing[:5]) + ')' if missing else ''}; "
+            f"dedup keys forgotten after a cut {len(d.forgotten)}, with different ids {len(d.different)}, "
+            f"of {d.checked} checked ({d.produced} acknowledged; oldest forgotten acknowledgement "
+            f"{d.forgotten_window_s:.2f} s old at its cut)"
+            f"{f', unexplained {len(d.unexplained)}' if d.unexplained else ''}; "
             f"unsynced data dropped: {dropped:,} bytes in {files} file cuts, "
             f"{sum(r.names_undone for r in self.cuts):,} name changes undone"
         )
@@ -157,6 +279,7 @@ class PowerLossResult:
             "lost_window_s": self.lost_window_s,
             "cuts": [asdict(r) for r in self.cuts],
             "queue_survival": asdict(self.queue_survival),
+            "dedup": asdict(self.dedup),
         }
 
 
@@ -185,6 +308,7 @@ def run(config: chaos.RunConfig, workdir: Path, verbose: bool = True) -> PowerLo
         cuts=fault.cuts,
         lost_window_s=lost_window(result.check.lost_produce_mono, fault.cut_mono),
         queue_survival=fault.survival,
+        dedup=fault.dedup,
     )
 
 
@@ -220,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             if mode == "fsync" and not result.contract_kept:
                 failed = True
                 chaos.print_violations(result.run)
+                for kind in ("forgotten", "different", "unexplained"):
+                    for line in getattr(result.dedup, kind)[:5]:
+                        print(f"  DEDUP {kind}: {line}", flush=True)
             elif result.run.worker_errors:
                 failed = True  # a worker that died cannot vouch for its history, in either mode
                 chaos.print_violations(result.run)

@@ -1,8 +1,9 @@
 """A quick power-loss run per durability mode: `bench.power_loss` with 3 cuts each (about 20 s a mode).
 
 `fsync` must keep the whole contract through power cuts: nothing acknowledged lost, nothing completed
-resurrected, every queue still there. `flush` may lose acknowledged work, but only about the last
-`flush-sync-ms` of it (the background sync), and never a queue (admin changes are synced in every mode).
+resurrected, every queue still there, every acknowledged DEDUP key remembered with its first call's ids.
+`flush` may lose acknowledged work (items and DEDUP keys), but only about the last `flush-sync-ms` of it
+(the background sync), and never a queue (admin changes are synced in every mode).
 `make power-loss` is the long version.
 """
 
@@ -43,6 +44,11 @@ def test_fsync_loses_nothing_acknowledged_through_power_cuts(tmp_path: Path) -> 
     assert c.lost == 0 and c.redelivered_after_complete == 0, detail
     assert c.violations() == {} and not result.run.worker_errors, detail
     assert result.queue_survival.missing == [] and result.queue_survival.checked >= CUTS, detail
+    # Every acknowledged DEDUP call, repeated after every later cut, returned its ids and stored nothing.
+    d = result.dedup
+    assert (d.forgotten, d.different, d.unexplained) == ([], [], []), detail
+    assert d.checked >= CUTS and d.produced >= CUTS, detail
+    assert result.contract_kept, detail
     assert result.run.counters_match(), detail
     assert c.acknowledged >= 500, "too little work to prove anything\n" + detail
     assert c.dead_acked > 0 and c.redriven_acked > 0, detail  # the dead queue took part
@@ -67,5 +73,10 @@ def test_flush_mode_loses_at_most_the_last_sync_period_and_never_a_queue(tmp_pat
     # The bounds: no queue lost, and nothing acknowledged longer ago than about one sync period.
     assert result.queue_survival.missing == [] and result.queue_survival.checked >= CUTS, detail
     assert result.lost_window_s <= FLUSH_SYNC_S + SYNC_SLACK_S, detail
+    # DEDUP keys: forgetting is reported, but not of a call acknowledged (its reply read, so at least
+    # that long before its cut) more than about one sync period before the cut.
+    assert result.dedup.checked >= CUTS, detail
+    assert f"dedup keys forgotten after a cut {len(result.dedup.forgotten)}," in result.summary()
+    assert result.dedup.forgotten_window_s <= FLUSH_SYNC_S + SYNC_SLACK_S, detail
     # Completes and leases of that last period may be lost too (an item then comes back, or is leased
     # again while its first holder still works on it): that is what `flush` trades for its speed.
