@@ -328,7 +328,9 @@ class KeyValueState(ItemMoves):
         self.flush()  # the step's own writes go out first, so the scan sees every ready item
         moved = 0
         writes = self.writes
-        for key, value in list(self.space.scan(seq_key(READY, self.meta.ready_head), _READY_END)):
+        # Lazily: a dead queue may hold millions of items and a round moves at most `op.limit`. The moves go
+        # to the write set, not to storage, so the scan is not disturbed by them.
+        for key, value in self.space.scan(seq_key(READY, self.meta.ready_head), _READY_END):
             if moved >= op.limit:
                 break
             record = Record.decode(value)
