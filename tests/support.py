@@ -25,6 +25,19 @@ SLOW = os.environ.get("QUERATOR_SLOW") == "1"
 PONG = b"+PONG\r\n"
 INVALID_MULTIBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
 INVALID_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
+# The field order of QINFO, QSTATS and QITEMS / QGET replies (SPEC sections 3 and 7).
+INFO_FIELDS = [
+    "name", "partitions", "lease-timeout", "expire-timeout", "max-attempts", "dead-queue", "reference",
+    "created-at", "updated-at", "paused", "dedup-window",
+]  # fmt: skip
+STATS_FIELDS = [
+    "ready", "leased", "scheduled", "total", "produced", "completed", "retried", "lease-expired",
+    "dead-lettered", "deduplicated", "oldest-ready-age", "waiting-consumers", "partitions",
+]  # fmt: skip
+ITEM_FIELDS = [
+    "id", "state", "attempts", "created-at", "enqueue-at", "lease-deadline", "expire-deadline", "kind",
+    "reference", "encoding", "payload", "reason", "source-queue", "source-id", "dead-reason",
+]  # fmt: skip
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -21,20 +21,8 @@ import hiredis
 import pytest
 import redis
 
-from tests.support import ServerProcess, connect, resp
+from tests.support import INFO_FIELDS, ITEM_FIELDS, STATS_FIELDS, ServerProcess, connect, resp
 
-INFO_FIELDS = [
-    "name", "partitions", "lease-timeout", "expire-timeout", "max-attempts", "dead-queue", "reference",
-    "created-at", "updated-at", "paused", "dedup-window",
-]  # fmt: skip
-STATS_FIELDS = [
-    "ready", "leased", "scheduled", "total", "produced", "completed", "retried", "lease-expired",
-    "dead-lettered", "deduplicated", "oldest-ready-age", "waiting-consumers", "partitions",
-]  # fmt: skip
-ITEM_FIELDS = [
-    "id", "state", "attempts", "created-at", "enqueue-at", "lease-deadline", "expire-deadline", "kind",
-    "reference", "encoding", "payload", "reason", "source-queue", "source-id", "dead-reason",
-]  # fmt: skip
 NEW_COMMANDS = {"qpause": 2, "qresume": 2, "qredrive": -2, "qget": 3}  # name -> arity
 
 

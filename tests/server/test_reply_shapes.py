@@ -6,20 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.support import ServerProcess
-
-INFO_FIELDS = [
-    "name", "partitions", "lease-timeout", "expire-timeout", "max-attempts", "dead-queue", "reference",
-    "created-at", "updated-at", "paused", "dedup-window",
-]  # fmt: skip
-STATS_FIELDS = [
-    "ready", "leased", "scheduled", "total", "produced", "completed", "retried", "lease-expired",
-    "dead-lettered", "deduplicated", "oldest-ready-age", "waiting-consumers", "partitions",
-]  # fmt: skip
-ITEM_FIELDS = [
-    "id", "state", "attempts", "created-at", "enqueue-at", "lease-deadline", "expire-deadline", "kind",
-    "reference", "encoding", "payload", "reason", "source-queue", "source-id", "dead-reason",
-]  # fmt: skip
+from tests.support import INFO_FIELDS, ITEM_FIELDS, STATS_FIELDS, ServerProcess
 
 
 def _pairs(reply: object) -> dict[str, object]:
