@@ -30,7 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 2319)")
     serve.add_argument("--data", help="data directory (default ./data)")
-    serve.add_argument("--backend", choices=["rocksdb", "memory"], help="storage backend (default rocksdb)")
+    serve.add_argument(
+        "--backend", choices=["rocksdb", "memory", "postgres"], help="storage backend (default rocksdb)"
+    )
+    serve.add_argument("--postgres-dsn", help="backend postgres: the database (libpq URI or key=value)")
+    serve.add_argument(
+        "--postgres-notify",
+        choices=["true", "false"],
+        help="backend postgres: wake other nodes with LISTEN/NOTIFY (default true) or poll (false)",
+    )
     serve.add_argument(
         "--durability", choices=["fsync", "flush"], help="when replies are sent (default fsync)"
     )
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             data=args.data,
             backend=args.backend,
+            postgres_dsn=args.postgres_dsn,
+            postgres_notify=None if args.postgres_notify is None else args.postgres_notify == "true",
             durability=args.durability,
             requirepass=args.requirepass,
             log_level=args.log_level,

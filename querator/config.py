@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 from querator.model import QueueOptions
 
-Backend = Literal["rocksdb", "memory"]
+Backend = Literal["rocksdb", "memory", "postgres"]
 Durability = Literal["fsync", "flush"]
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
@@ -92,6 +92,15 @@ class Config:
     # Memtable budget shared by every partition: all live in one column family (ADR 7).
     rocksdb_write_buffer_bytes: int = 64 * 1024 * 1024
     rocksdb_block_cache_bytes: int = 32 * 1024 * 1024
+    # backend "postgres" (SPEC 9): a libpq URI or keyword/value string; several hosts with
+    # target_session_attrs=read-write follow a failover.
+    postgres_dsn: str = ""
+    # Connections each node keeps to the database (one more is held for LISTEN).
+    postgres_pool_size: int = 8
+    # LISTEN/NOTIFY wakes consumers blocked on other nodes; false: poll every postgres-poll-ms instead
+    # (for poolers in transaction mode and engines without NOTIFY).
+    postgres_notify: bool = True
+    postgres_poll_ms: int = 100
     # Limits
     max_item_bytes: int = 1024 * 1024
     max_batch: int = 1000
@@ -301,8 +310,10 @@ def _invalid(where: str, problem: str) -> ConfigError:
 
 def validate(config: Config, where: Callable[[str], str] = _key) -> None:
     """Check every value's range; `where(name)` says where the setting came from (a flag, a file key)."""
-    if config.backend not in ("rocksdb", "memory"):
-        raise _invalid(where("backend"), f"is '{config.backend}'; allowed: rocksdb, memory")
+    if config.backend not in ("rocksdb", "memory", "postgres"):
+        raise _invalid(where("backend"), f"is '{config.backend}'; allowed: rocksdb, memory, postgres")
+    if config.backend == "postgres" and not config.postgres_dsn:
+        raise _invalid(where("postgres_dsn"), "is empty; backend postgres needs the database's DSN")
     if config.durability not in ("fsync", "flush"):
         raise _invalid(where("durability"), f"is '{config.durability}'; allowed: fsync, flush")
     if config.log_level not in LOG_LEVELS:
@@ -334,6 +345,8 @@ def validate(config: Config, where: Callable[[str], str] = _key) -> None:
         "max_output_buffer_bytes",
         "rocksdb_write_buffer_bytes",
         "rocksdb_block_cache_bytes",
+        "postgres_pool_size",
+        "postgres_poll_ms",
     ):
         if getattr(config, name) < 1:
             raise _invalid(where(name), f"is {getattr(config, name)}; allowed: 1 or more")
