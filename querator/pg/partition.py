@@ -161,6 +161,10 @@ class SqlPartition:
             self.poke()
 
     @property
+    def stopped(self) -> bool:
+        return self._stopping and (self._task is None or self._task.done())
+
+    @property
     def has_waiters(self) -> bool:
         return bool(self._waiting)
 
@@ -736,6 +740,8 @@ class SqlPartition:
     async def _write_counters(self, conn: Any, result: StepResult, number: int) -> None:
         """The step's deltas, and its number on this actor's own row (see `_settle_lost_commit`)."""
         deltas = result.deltas
+        if not deltas.rows and not result.wrote:
+            return  # nothing written: the commit flushes nothing, and a lost one applied nothing
         deltas.touch(self.uid, self.index)
         uids, partitions, *counters = deltas.parameters()
         if result.woken and self._shared.notify:
