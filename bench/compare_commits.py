@@ -7,7 +7,7 @@ items/s and the server process's CPU µs per operation (all threads, from /proc)
 p50 / p99 latency, per run and as medians: on a shared machine the CPU figure is the steadier one.
 
     .venv/bin/python -m bench.compare_commits BEFORE AFTER [--rounds 4] [--items 150000]
-        [--only produce cycle handoff]
+        [--only produce cycle handoff] [--data-root /dev/shm]
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def _cpu_seconds(pid: int) -> float:
 class Served:
     """A server started from `tree` (a checkout of one commit) on a fresh data directory."""
 
-    def __init__(self, tree: Path) -> None:
+    def __init__(self, tree: Path, data_root: str | None = None) -> None:
         self.port = _free_port()
-        self.data = tempfile.mkdtemp(prefix="querator-compare-")
+        self.data = tempfile.mkdtemp(prefix="querator-compare-", dir=data_root)
         args = [sys.executable, "-m", "querator", "serve", "--port", str(self.port), "--data", self.data]
         if "http-port" in (tree / "querator" / "cli.py").read_text():
             args += ["--http-port", "0"]  # versions with HTTP: keep it off, as the older ones have none
@@ -113,9 +113,9 @@ WORKLOADS: dict[str, Callable[[Served, int], Outcome]] = {
 
 
 def measure(
-    tree: Path, workload: Callable[[Served, int], Outcome], items: int
+    tree: Path, workload: Callable[[Served, int], Outcome], items: int, data_root: str | None
 ) -> tuple[float, float, dict[str, float]]:
-    server = Served(tree)
+    server = Served(tree, data_root)
     try:
         cpu0, started = server.cpu(), time.monotonic()
         ops, figures = workload(server, items)
@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--items", type=int, default=150_000)
     parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=["produce", "cycle"])
+    parser.add_argument(
+        "--data-root",
+        help="where the servers' data directories go (default: the system's temporary directory); a tmpfs "
+        "such as /dev/shm makes fsync nearly free, which leaves the server's own share of a latency",
+    )
     args = parser.parse_args(argv)
     workloads = {name: WORKLOADS[name] for name in args.only}
     work = Path(tempfile.mkdtemp(prefix="querator-commits-"))
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
             for name, workload in workloads.items():
                 for label in order:
-                    rate, cpu, figures = measure(trees[label], workload, args.items)
+                    rate, cpu, figures = measure(trees[label], workload, args.items, args.data_root)
                     results.setdefault((name, label), []).append((rate, cpu, figures))
                     extra = "".join(f" {key} {value:7.2f}" for key, value in figures.items())
                     print(
