@@ -72,7 +72,10 @@ def statement(t: PartitionTables, shape: Shape) -> str:
             f"CASE WHEN n <= {short} THEN $11 ELSE 0 END, CASE WHEN n <= {short} THEN 1 ELSE 0 END, "
             "$1, $1, $7, $8, $9, p, '', '', '', 0 "
             "FROM unnest($6::bytea[]) WITH ORDINALITY AS u(p, n) ORDER BY n "
-            "RETURNING seq, state, payload, attempts, kind, reference, encoding)"
+            # Only the rows leased here carry their fields back: the rest need just their seqs.
+            "RETURNING seq, state, CASE WHEN state = 1 THEN payload END AS payload, attempts, "
+            "CASE WHEN state = 1 THEN kind END AS kind, CASE WHEN state = 1 THEN reference END AS reference, "
+            "CASE WHEN state = 1 THEN encoding END AS encoding)"
         )
     done = "(SELECT count(*) FROM done)" if shape.completes else "0"
     took = "(SELECT count(*) FROM took)" if shape.leases else "0"
