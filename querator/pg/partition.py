@@ -555,6 +555,10 @@ class SqlPartition:
         paused = self._queue.paused
         deal = bool(self._waiting) and not paused and (self.ready > 0 or self._maybe_ready or bool(produces))
         wanted = sum(w.count for w in self._waiting if not w.future.done()) if deal else 0
+        if deal:
+            # Cleared before the statement: a wake-up that arrives while it runs (a commit its snapshot
+            # may not see) must survive it, or the waiter waits for the next poll.
+            self._maybe_ready = False
         asked = 0 if paused else sum(op.count for op in leases)
         count = asked + wanted
         payloads = [p for op in produces for p in op.payloads]
@@ -656,7 +660,6 @@ class SqlPartition:
         if len(items) < count:
             self.ready = 0
         if deal:
-            self._maybe_ready = False
             rest = items[taken:]
             dealt = self._waiters.deal(lambda n: rest[:n]) if rest else []
             results.extend(dealt)
