@@ -61,7 +61,7 @@ def client(port: int, timeout: float = 10.0) -> Any:
 
 def restart_node(node: QueratorServer, sig: int, timeout: float = 60.0) -> float:
     """Stop a node with `sig` and start it again on its port; seconds until it answers PING."""
-    started = node.restart(sig)["t0"]
+    started = float(node.restart(sig)["t0"])
     deadline = started + timeout
     while time.perf_counter() < deadline:
         assert node.alive(), f"{node.describe()} exited on restart: {node.read_log()[-2000:]}"

@@ -9,6 +9,7 @@ Real processes and real redis-py clients on 127.0.0.1; the database is the sessi
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
@@ -433,7 +434,7 @@ def test_node_that_loses_its_database_answers_tryagain_and_recovers_by_itself(mo
             # Each node serves again by itself: no restart, no command from us but the probes.
             for r in rs:
                 # A produce, not a read: a read could be answered from what the node remembers.
-                wait_until(lambda r=r: serves(r), 30.0, step=0.2, what="serving again")
+                wait_until(functools.partial(serves, r), 30.0, step=0.2, what="serving again")
             after = produce_spread(rs, "outage", [f"a{n}" for n in range(40)])
             got = lease_everything(rs, "outage", 80, within=10)
             # Every acknowledged produce is there; the ones answered -TRYAGAIN are not (nothing applied).

@@ -1,0 +1,167 @@
+"""Failover under load (SPEC 9): two postgres nodes on a primary with a synchronous streaming standby, named
+together in a multi-host DSN (`target_session_attrs=read-write` picks whichever takes writes). The primary
+crashes, the standby is promoted, and the nodes carry on by themselves: -TRYAGAIN (nothing applied) while
+no server takes writes, serving again after the promotion, and nothing that any node acknowledged lost.
+
+The load, the histories and their checker are bench/chaos.py's: producers, consumers (with retries and
+dead letters) and the admin (redrives) in their own processes, spread over the two nodes. The nodes are
+never killed here, so every call must get a reply: an outcome the client cannot know (a dropped
+connection, a 3 s timeout) is a failure too.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.chaos import (
+    DEAD_QUEUE,
+    LEASE_TIMEOUT_MS,
+    QUEUE,
+    REQUEUE_MARGIN_S,
+    SOCKET_TIMEOUT,
+    History,
+    _admin,
+    _decode,
+    admin_main,
+    check,
+    consumer_main,
+    create_queues,
+    drain,
+    load_histories,
+    producer_main,
+    snapshot,
+)
+from bench.pgcluster import HOST, SUPERUSER, PgCluster
+from tests.pg_fixtures import needs_postgres
+from tests.pg_nodes import running_nodes, wait_until
+
+pytestmark = needs_postgres
+
+PROBE_QUEUE = "failover-probe"
+
+
+def serving(port: int) -> Callable[[], bool]:
+    """Whether a produce (a write: a read might be answered from what the node remembers) gets its ids."""
+
+    def probe() -> bool:
+        try:
+            return bool(_admin(port, "QPRODUCE", PROBE_QUEUE, "ITEMS", "probe"))
+        except Exception:
+            return False
+
+    return probe
+
+
+def calls_by_outcome(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["type"] == kind and r["proc"] != "drain"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_nodes_carry_on_through_a_failover_to_the_synchronous_standby(tmp_path: Path) -> None:
+    with PgCluster() as pg:
+        pg.create_database("failover")
+        standby = pg.start_standby()  # synchronous: a commit is acknowledged once the standby has it
+        dsn = (
+            f"postgresql://{SUPERUSER}@{HOST}:{pg.port},{HOST}:{standby.port}/failover"
+            "?target_session_attrs=read-write"
+        )
+        with running_nodes(dsn, 2) as nodes:
+            ports = [node.port for node in nodes]
+            create_queues(ports[0])
+            _admin(ports[1], "QCREATE", PROBE_QUEUE)
+            hist_dir = tmp_path / "histories"
+            hist_dir.mkdir()
+            ctx = multiprocessing.get_context("spawn")
+            stop = ctx.Event()
+            rng = random.Random(5)
+            deadline = time.monotonic() + 180
+            roles = [("P0", producer_main), ("P1", producer_main), ("C0", consumer_main)]
+            roles += [("C1", consumer_main), ("C2", consumer_main), ("C3", consumer_main), ("A0", admin_main)]
+            workers = [
+                ctx.Process(
+                    target=target,
+                    args=(
+                        ports[n % 2],
+                        name,
+                        str(hist_dir / f"{name}.jsonl"),
+                        stop,
+                        deadline,
+                        rng.randrange(2**32),
+                    ),
+                    name=name,
+                    daemon=True,
+                )
+                for n, (name, target) in enumerate(roles)
+            ]
+            try:
+                for w in workers:
+                    w.start()
+                time.sleep(4.0)  # the workers import redis, connect, and get going
+
+                pg.crash()
+                crashed = time.monotonic()
+                time.sleep(1.0)  # no server takes writes now: the nodes answer -TRYAGAIN
+                standby.promote()
+                promoted = time.monotonic()
+                for port in ports:
+                    wait_until(serving(port), 30.0, step=0.1, what=f"node {port} serving")
+                recovered = time.monotonic()
+                time.sleep(3.0)  # load on the promoted server
+                stop.set()
+                for w in workers:
+                    w.join(SOCKET_TIMEOUT + LEASE_TIMEOUT_MS / 1000 + 5)
+                assert all(w.exitcode == 0 for w in workers), [(w.name, w.exitcode) for w in workers]
+                assert all(node.alive() for node in nodes)
+
+                # Every lease a worker still holds ends within lease timeout + 1 s; then snapshot and drain.
+                time.sleep(LEASE_TIMEOUT_MS / 1000 + REQUEUE_MARGIN_S)
+                drain_history = History(hist_dir / "drain.jsonl", "drain")
+                try:
+                    snapshot(ports[1], drain_history, QUEUE)
+                    snapshot(ports[1], drain_history, DEAD_QUEUE)
+                    drain(ports[0], drain_history)
+                    time.sleep(LEASE_TIMEOUT_MS / 1000 + REQUEUE_MARGIN_S)
+                    drain(ports[1], drain_history)
+                finally:
+                    drain_history.close()
+                final = _decode(_admin(ports[0], "QSTATS", QUEUE))
+            finally:
+                stop.set()
+                for w in workers:
+                    w.join(1)
+                    if w.is_alive():
+                        w.kill()
+                        w.join(2)
+
+    records = load_histories(sorted(hist_dir.glob("*.jsonl")))
+    result = check(records)
+    detail = f"{result.violations()}\n{result.examples}"
+    # Nothing acknowledged lost, nothing delivered twice at once or after its completion, no error reply
+    # that had been applied after all (the checker of bench/chaos.py, counts that must be 0).
+    assert result.violations() == {}, detail
+    assert not [r for r in records if r["type"] == "error"], "a worker failed"
+    # Every call got a reply (the nodes never died): no dropped connection, no 3 s timeout.
+    assert calls_by_outcome(records, "unknown") == []
+    # While no server took writes the nodes said so, with -TRYAGAIN and nothing else, and only then.
+    failed = calls_by_outcome(records, "fail")
+    assert failed, "no call was answered during the gap: it proved nothing"
+    assert {r["error"].split(" ", 1)[0] for r in failed} == {"TRYAGAIN"}, failed[:5]
+    # A pooled connection to the dead server may fail once more just after the first probe succeeded.
+    assert all(crashed - 0.5 <= r["mono"] <= recovered + 2.0 for r in failed), failed[:5]
+    gap = f"serving {recovered - promoted:.2f} s after promotion, {recovered - crashed:.2f} s after crash"
+    print(f"\nfailover: {len(failed)} calls answered -TRYAGAIN; {gap}")
+    # Work went on after the failover, through both nodes.
+    after = [r for r in records if r["type"] == "ok" and r["op"] == "produce" and r["mono"] > recovered]
+    assert {r["proc"] for r in after} == {"P0", "P1"}
+    assert result.acknowledged >= 100 and result.completed_acked >= 50, detail
+    # The counters moved to the promoted server with the items: all produced, all ended, nothing left.
+    assert final["total"] == 0
+    assert final["produced"] == final["completed"] + final["dead-lettered"] > 0
