@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bench.servers import HOST, QueratorServer, ping
 from tests.support import ITEM_FIELDS, STATS_FIELDS
@@ -56,7 +58,7 @@ def running_nodes(dsn: str, count: int = 3, *, notify: bool = True) -> Iterator[
 
 def client(port: int, timeout: float = 10.0) -> Any:
     """A redis-py client (RESP2, bytes) on one node; no client-side retries, so an error is seen as such."""
-    return redis.Redis(host=HOST, port=port, protocol=2, socket_timeout=timeout, retry_on_timeout=False)
+    return redis.Redis(host=HOST, port=port, protocol=2, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
 def restart_node(node: QueratorServer, sig: int, timeout: float = 60.0) -> float:

@@ -338,7 +338,7 @@ def no_queue(r: Any, queue: str) -> bool:
     try:
         r.execute_command("QINFO", queue)
     except redis.ResponseError as exc:
-        return str(exc).startswith("no such queue")
+        return "no such queue" in str(exc)
     return False
 
 
