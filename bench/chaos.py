@@ -1172,6 +1172,21 @@ def create_queues(port: int) -> None:
     )  # fmt: skip
 
 
+def wait_known(port: int, queues: list[str], within: float = 5.0) -> None:
+    """Wait until the node on `port` knows the queues: an admin change made through one postgres node
+    reaches the others within 1 s (SPEC 9), and a worker started sooner would only see NOQUEUE."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            for queue in queues:
+                _admin(port, "QINFO", queue)
+            return
+        except redis.ResponseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def snapshot(port: int, history: History, queue: str, max_seconds: float = 120.0) -> list[dict[str, Any]]:
     """Every item of `queue` (QITEMS pages), logged as one `snapshot` record once complete."""
     client = Client(port, history)
@@ -1298,6 +1313,8 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
     try:
         first_start_s = max(node.start() for node in servers)
         create_queues(server.port)
+        for node in servers[1:]:
+            wait_known(node.port, [DEAD_QUEUE, QUEUE])
         roles = [(f"P{i}", producer_main) for i in range(config.producers)]
         roles += [(f"C{i}", consumer_main) for i in range(config.consumers)]
         roles += [(f"A{i}", admin_main) for i in range(config.admins)]

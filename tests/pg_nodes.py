@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bench.servers import HOST, QueratorServer, ping
-from tests.support import ITEM_FIELDS, STATS_FIELDS
+from tests.support import INFO_FIELDS, ITEM_FIELDS, STATS_FIELDS
 
 T = TypeVar("T")
 
@@ -87,6 +87,28 @@ def stats(r: Any, queue: str) -> dict[str, Any]:
     out = fields(r.execute_command("QSTATS", queue), STATS_FIELDS)
     out.pop("partitions")
     return out
+
+
+def queue_info(r: Any, queue: str) -> dict[str, Any] | None:
+    """QINFO as a dict, or None where this node does not know the queue (yet)."""
+    try:
+        return fields(r.execute_command("QINFO", queue), INFO_FIELDS)
+    except redis.ResponseError as exc:
+        if "no such queue" in str(exc):
+            return None
+        raise
+
+
+def create_queue(rs: list[Any], queue: str, *options: Any) -> float:
+    """QCREATE through the first client, then wait until every node shows the same QINFO (SPEC 9 gives an
+    admin change 1 s to reach every node, so a test that used the queue elsewhere at once could fail by
+    the rules); the seconds that took."""
+    rs[0].execute_command("QCREATE", queue, *options)
+    created = queue_info(rs[0], queue)
+    _, took = wait_until(
+        lambda: all(queue_info(r, queue) == created for r in rs), 1.0, what=f"QCREATE {queue} on every node"
+    )
+    return took
 
 
 def get_item(r: Any, queue: str, item_id: str) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from bench.chaos import (
     load_histories,
     producer_main,
     snapshot,
+    wait_known,
 )
 from bench.pgcluster import HOST, SUPERUSER, PgCluster
 from tests.pg_fixtures import needs_postgres
@@ -76,7 +77,8 @@ def test_nodes_carry_on_through_a_failover_to_the_synchronous_standby(tmp_path: 
         with running_nodes(dsn, 2) as nodes:
             ports = [node.port for node in nodes]
             create_queues(ports[0])
-            _admin(ports[1], "QCREATE", PROBE_QUEUE)
+            _admin(ports[0], "QCREATE", PROBE_QUEUE)
+            wait_known(ports[1], [QUEUE, DEAD_QUEUE, PROBE_QUEUE])
             hist_dir = tmp_path / "histories"
             hist_dir.mkdir()
             ctx = multiprocessing.get_context("spawn")
