@@ -907,8 +907,16 @@ class ChaosServer:
             log.flush()
             offset = log.tell()
             t0 = time.monotonic()
+            # A postgres node runs in a directory of its own, so nothing it might write lands in ours.
+            if self.postgres_dsn:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.data_dir if self.postgres_dsn else None,
             )
         deadline = t0 + RESTART_TIMEOUT_S
         ready = f":{self.port} ".encode()
