@@ -145,25 +145,32 @@ def test_nodes_carry_on_through_a_failover_to_the_synchronous_standby(tmp_path: 
 
     records = load_histories(sorted(hist_dir.glob("*.jsonl")))
     result = check(records)
-    detail = f"{result.violations()}\n{result.examples}"
-    # Nothing acknowledged lost, nothing delivered twice at once or after its completion, no error reply
-    # that had been applied after all (the checker of bench/chaos.py, counts that must be 0).
-    assert result.violations() == {}, detail
-    assert not [r for r in records if r["type"] == "error"], "a worker failed"
-    # Every call got a reply (the nodes never died): no dropped connection, no 3 s timeout.
-    assert calls_by_outcome(records, "unknown") == []
-    # While no server took writes the nodes said so, with -TRYAGAIN and nothing else, and only then.
     failed = calls_by_outcome(records, "fail")
-    assert failed, "no call was answered during the gap: it proved nothing"
-    assert {r["error"].split(" ", 1)[0] for r in failed} == {"TRYAGAIN"}, failed[:5]
-    # A pooled connection to the dead server may fail once more just after the first probe succeeded.
-    assert all(crashed - 0.5 <= r["mono"] <= recovered + 2.0 for r in failed), failed[:5]
-    gap = f"serving {recovered - promoted:.2f} s after promotion, {recovered - crashed:.2f} s after crash"
-    print(f"\nfailover: {len(failed)} calls answered -TRYAGAIN; {gap}")
-    # Work went on after the failover, through both nodes.
     after = [r for r in records if r["type"] == "ok" and r["op"] == "produce" and r["mono"] > recovered]
-    assert {r["proc"] for r in after} == {"P0", "P1"}
-    assert result.acknowledged >= 100 and result.completed_acked >= 50, detail
-    # The counters moved to the promoted server with the items: all produced, all ended, nothing left.
-    assert final["total"] == 0
-    assert final["produced"] == final["completed"] + final["dead-lettered"] > 0
+    gap = f"serving {recovered - promoted:.2f} s after promotion, {recovered - crashed:.2f} s after crash"
+    print(f"\nfailover: {len(failed)} calls answered with an error; {gap}")
+    # Every rule is checked and every broken one reported together: a failover is too slow to rerun per rule.
+    problems = {
+        # Nothing acknowledged lost, nothing delivered twice at once or after its completion, no error
+        # reply that had been applied after all (the checker of bench/chaos.py: counts that must be 0).
+        "checker": (result.violations(), result.examples) if result.violations() else None,
+        "worker tracebacks": [r for r in records if r["type"] == "error"],
+        # Every call got a reply (the nodes never died): no dropped connection, no 3 s timeout.
+        "calls without a reply": calls_by_outcome(records, "unknown")[:5],
+        "no call failed during the gap, which proved nothing": not failed,
+        # While no server took writes the nodes said so, with -TRYAGAIN and nothing else (SPEC 3, 9) ...
+        "errors other than TRYAGAIN": [r for r in failed if not r["error"].startswith("TRYAGAIN")][:5],
+        # ... and only then; a pooled connection to the dead server may fail once more just after the
+        # first probe succeeded.
+        "errors outside the gap": [r for r in failed if not crashed - 0.5 <= r["mono"] <= recovered + 2.0][
+            :5
+        ],
+        # Work went on after the failover, through both nodes.
+        "producers idle after the failover": {"P0", "P1"} - {r["proc"] for r in after},
+        "too little work": result.acknowledged < 100 or result.completed_acked < 50,
+        # The counters moved to the promoted server with the items: all produced, all ended, nothing left.
+        "counters": None
+        if final["total"] == 0 and final["produced"] == final["completed"] + final["dead-lettered"] > 0
+        else final,
+    }
+    assert {k: v for k, v in problems.items() if v} == {}

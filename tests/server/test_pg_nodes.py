@@ -382,20 +382,20 @@ def test_admin_changes_on_one_node_hold_on_every_node_within_a_second(
     print("\nadmin changes on every node after (ms):", {k: round(v * 1000) for k, v in reach.items()})
 
 
-def tryagain_or_none(r: Any, *args: Any) -> tuple[str, float]:
-    """Run one command; ('ok' | the error's first word, seconds it took)."""
+def outcome(r: Any, *args: Any) -> tuple[str, float]:
+    """Run one command; ('ok' | the error reply | the client's exception, seconds it took)."""
     started = time.monotonic()
     try:
         r.execute_command(*args)
-    except redis.ResponseError as exc:
-        return str(exc).split(" ", 1)[0], time.monotonic() - started
+    except redis.ResponseError as exc:  # redis-py drops the code of an -ERR reply, keeps any other
+        return str(exc), time.monotonic() - started
     except redis.RedisError as exc:
-        return type(exc).__name__, time.monotonic() - started
+        return f"{type(exc).__name__}: {exc}", time.monotonic() - started
     return "ok", time.monotonic() - started
 
 
 def serves(r: Any) -> bool:
-    return tryagain_or_none(r, "QPRODUCE", "probe", "ITEMS", "p")[0] == "ok"
+    return outcome(r, "QPRODUCE", "probe", "ITEMS", "p")[0] == "ok"
 
 
 @pytest.mark.timeout(240)
@@ -410,16 +410,15 @@ def test_node_that_loses_its_database_answers_tryagain_and_recovers_by_itself(mo
             before = produce_spread(rs, "outage", [f"b{n}" for n in range(40)])
 
             pg.stop(mode)  # `fast` ends the sessions cleanly; `immediate` is a database crash
-            for r in rs:
-                for args in (
-                    ("QPRODUCE", "outage", "ITEMS", "lost?"),
-                    ("QLEASE", "outage"),
-                    ("QSTATS", "outage"),
-                ):
-                    word, took = tryagain_or_none(r, *args)
-                    # A storage failure is -TRYAGAIN with nothing applied (SPEC 3, 9); never a hang.
-                    assert word == "TRYAGAIN", (args, word)
-                    assert took < 5.0, (args, took)
+            # A storage failure is -TRYAGAIN with nothing applied (SPEC 3, 9), soon: never a hang.
+            commands = [("QPRODUCE", "outage", "ITEMS", "lost?"), ("QLEASE", "outage"), ("QSTATS", "outage")]
+            replies = [(n, args[0], *outcome(r, *args)) for n, r in enumerate(rs) for args in commands]
+            # Checked at the end, so that a wrong reply does not hide how the recovery went.
+            wrong = [
+                (n, name, reply, f"{took:.2f} s")
+                for n, name, reply, took in replies
+                if not reply.startswith("TRYAGAIN ") or took >= 5.0
+            ]
             assert all(node.alive() for node in nodes)
 
             pg.launch(same_port=True)
@@ -435,3 +434,4 @@ def test_node_that_loses_its_database_answers_tryagain_and_recovers_by_itself(mo
             for r in rs:
                 r.close()
             assert all(node.alive() for node in nodes)
+            assert wrong == [], "replies while the database was down"
