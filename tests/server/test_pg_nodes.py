@@ -10,6 +10,7 @@ Real processes and real redis-py clients on 127.0.0.1; the database is the sessi
 from __future__ import annotations
 
 import functools
+import math
 import signal
 import statistics
 import threading
@@ -157,19 +158,21 @@ def handoff_latencies(
 
 
 def p99(values: list[float]) -> float:
-    return sorted(values)[max(0, int(len(values) * 0.99 + 0.5) - 1)]
+    """The nearest-rank 99th percentile: below 100 values the largest, from 100 on one outlier is allowed."""
+    return sorted(values)[math.ceil(len(values) * 0.99) - 1]
 
 
 def test_blocked_consumer_on_one_node_is_woken_by_a_produce_on_another(
     nodes: list[QueratorServer], rs: list[Any]
 ) -> None:
     create_queue(rs, "wake")
-    latencies = handoff_latencies(rs[0], nodes[1].port, rs[1], "wake", rounds=30)
+    latencies = handoff_latencies(rs[0], nodes[1].port, rs[1], "wake", rounds=100)
     print(f"\nNOTIFY hand-off across nodes: median {statistics.median(latencies) * 1000:.1f} ms, "
           f"p99 {p99(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")  # fmt: skip
-    # SPEC 9 asks 100 ms p99. Measured here (2 shared CPUs, 3 nodes and PostgreSQL on them): see
-    # docs/reliability-postgres.md. The median is held to the spec; the tail gets room for the machine.
-    assert statistics.median(latencies) < 0.1, latencies
+    # SPEC 9: 100 ms p99. Measured on a shared 2-CPU machine with the three nodes and PostgreSQL on it,
+    # five runs of 30 rounds: median 1.7-3.7 ms, max 20-42 ms; so the spec's bound itself is held, over
+    # 100 rounds (one outlier allowed).
+    assert p99(latencies) < 0.1, latencies
     assert max(latencies) < 1.0, latencies
 
 
@@ -183,9 +186,10 @@ def test_blocked_consumer_is_woken_across_nodes_by_polling_too(polling_nodes: li
             r.close()
     print(f"\npolling hand-off across nodes: median {statistics.median(latencies) * 1000:.1f} ms, "
           f"p99 {p99(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")  # fmt: skip
-    # A poll every postgres-poll-ms (100 by default) finds the item: within one poll period plus a step.
-    assert statistics.median(latencies) < 0.2, latencies
-    assert max(latencies) < 1.0, latencies
+    # A poll every postgres-poll-ms (100 by default) finds the item: within one period plus a lease step.
+    # Measured as above, eight runs of 20 rounds: median 65-89 ms, max 92-198 ms. Polling is not held to
+    # the spec's 100 ms (a poll period is 100 ms); the bound only says the wake-up is a poll, not a timeout.
+    assert p99(latencies) < 0.5, latencies
 
 
 def produce_spread(rs: list[Any], queue: str, payloads: list[str], *options: Any) -> list[str]:
