@@ -1,7 +1,8 @@
 """Three `querator serve --backend postgres` nodes on one database are one Querator (SPEC 9): an item moves
 through any node, a blocked consumer is woken by a produce on another node, timers (lease expiry,
-schedules, expiry, max attempts) fire once for all nodes, no item is leased twice, admin changes reach
-every node within 1 s, and a node that loses its database answers -TRYAGAIN and recovers by itself.
+schedules, expiry, max attempts) fire once for all nodes, no item is leased twice, a SIGKILLed node loses
+nothing and its leases run out, admin changes reach every node within 1 s, and a node that loses its
+database answers -TRYAGAIN and recovers by itself.
 
 Real processes and real redis-py clients on 127.0.0.1; the database is the session's throwaway cluster
 (tests/pg_fixtures.py), except for the database-loss test, which stops a cluster of its own.
