@@ -191,7 +191,7 @@ class Client:
         try:
             reply = self._redis.execute_command(*args)
         except redis.ResponseError as e:  # an error reply: nothing was applied
-            self.history.write("fail", op, call, error=str(e))
+            self.history.write("fail", op, call, error=str(e), code=error_code(e))
             return "fail", e
         except (redis.RedisError, OSError) as e:  # connection error, timeout, LOADING...: outcome unknown
             self.history.write("unknown", op, call, error=f"{type(e).__name__}: {e}")
@@ -212,6 +212,17 @@ class Client:
         else:
             self.history.write("ok", op, call, reply=_text(reply))
         return "ok", reply
+
+
+def error_code(error: redis.ResponseError) -> str:
+    """The code of an error reply. redis-py drops it from the text where it has a class for it: -TRYAGAIN
+    becomes TryAgainError, -ERR a plain ResponseError; codes it does not know stay in the text."""
+    if isinstance(error, redis.exceptions.TryAgainError):
+        return "TRYAGAIN"
+    first = str(error).split(" ", 1)[0]
+    if type(error) is redis.ResponseError:
+        return first if first.isupper() else "ERR"
+    return type(error).__name__
 
 
 # The QITEMS fields the checker reads; the rest (timestamps, labels) would only make the files larger.

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from bench.chaos import DEAD_QUEUE, QUEUE, CheckResult, RunConfig, check, load_histories, run
+from bench.chaos import DEAD_QUEUE, QUEUE, CheckResult, RunConfig, check, error_code, load_histories, run
 from bench.pgcluster import PgCluster
 
 LEASE_MS = 2000
@@ -405,3 +406,9 @@ def test_item_back_in_the_queue_carries_its_last_retry_reason_only() -> None:
     h2 = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", reason="soft C0 1")
     bad = h2.ended(queue=[{"payload": "a", "id": "2", "reason": "soft C0 1", "source-queue": QUEUE}])
     _only(bad.lease("drain", ("2", "a", 2)).complete("drain", "2").check(), wrong_reason=1)
+
+
+def test_error_codes_are_recorded_although_redis_py_drops_some() -> None:
+    assert error_code(redis.exceptions.TryAgainError("database unavailable; x")) == "TRYAGAIN"
+    assert error_code(redis.ResponseError("NOQUEUE no such queue 'q'")) == "NOQUEUE"
+    assert error_code(redis.ResponseError("wrong number of arguments for 'qlease' command")) == "ERR"

@@ -392,7 +392,9 @@ def outcome(r: Any, *args: Any) -> tuple[str, float]:
     started = time.monotonic()
     try:
         r.execute_command(*args)
-    except redis.ResponseError as exc:  # redis-py drops the code of an -ERR reply, keeps any other
+    except redis.exceptions.TryAgainError as exc:  # redis-py 8 gives -TRYAGAIN a class and drops the code
+        return f"TRYAGAIN {exc}", time.monotonic() - started
+    except redis.ResponseError as exc:  # the code of -ERR is dropped too; unknown codes are kept
         return str(exc), time.monotonic() - started
     except redis.RedisError as exc:
         return f"{type(exc).__name__}: {exc}", time.monotonic() - started
