@@ -11,14 +11,17 @@ connection, a 3 s timeout) is a failure too.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from bench.chaos import (
     DEAD_QUEUE,
@@ -34,6 +37,7 @@ from bench.chaos import (
     consumer_main,
     create_queues,
     drain,
+    error_code,
     load_histories,
     producer_main,
     snapshot,
@@ -41,7 +45,7 @@ from bench.chaos import (
 )
 from bench.pgcluster import HOST, SUPERUSER, PgCluster
 from tests.pg_fixtures import needs_postgres
-from tests.pg_nodes import running_nodes, wait_until
+from tests.pg_nodes import client, create_queue, lease, list_items, running_nodes, wait_until
 
 pytestmark = needs_postgres
 
@@ -174,3 +178,69 @@ def test_nodes_carry_on_through_a_failover_to_the_synchronous_standby(tmp_path: 
         else final,
     }
     assert {k: v for k, v in problems.items() if v} == {}
+
+
+def send(port: int, args: tuple[Any, ...], replies: dict[str, str]) -> None:
+    """One command on a fresh connection; its reply ('ok', or the error's code and text) into `replies`."""
+    r = client(port, timeout=60)
+    try:
+        r.execute_command(*args)
+        replies[args[0]] = "ok"
+    except redis.ResponseError as exc:
+        replies[args[0]] = f"{error_code(exc)} {exc}"
+    except redis.RedisError as exc:  # the connection closed without a reply: the outcome is unknown
+        replies[args[0]] = f"no reply: {type(exc).__name__}"
+    finally:
+        r.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_error_reply_means_nothing_was_applied_even_when_the_database_dies_during_the_commit() -> None:
+    """SPEC 3 / 4: an error reply (-TRYAGAIN) means nothing of the command was applied. A commit that the
+    database has made durable but not yet acknowledged when it dies is applied: the node must not answer
+    it with an error. The window is made wide on purpose: the synchronous standby is stopped, so every
+    commit is flushed on the primary and then waits for the standby; the primary crashes while a QPRODUCE
+    and a QCOMPLETE (on two queues: two partitions, two transactions at once) wait there, and is started
+    again: crash recovery keeps both transactions."""
+    with PgCluster() as pg:
+        dsn = pg.create_database("cut")
+        standby = pg.start_standby()
+        with running_nodes(dsn, 1) as [node]:
+            r = client(node.port)
+            create_queue([r], "cut-produce")
+            create_queue([r], "cut-complete")
+            r.execute_command("QPRODUCE", "cut-complete", "ITEMS", "old")
+            [(leased_id, *_)] = lease(r, "cut-complete")
+            standby.stop("fast")  # from now on every commit on the primary waits for a standby that is gone
+            replies: dict[str, str] = {}
+            calls = [("QPRODUCE", "cut-produce", "ITEMS", "new"), ("QCOMPLETE", "cut-complete", leased_id)]
+            senders = [threading.Thread(target=send, args=(node.port, args, replies)) for args in calls]
+            for t in senders:
+                t.start()
+            time.sleep(1.0)  # both steps are now waiting in their COMMIT
+            assert replies == {}, "the commits did not wait for the standby"
+            pg.crash()
+            for t in senders:
+                t.join(30)
+            pg.launch(same_port=True)  # crash recovery: both commits are in the primary's WAL
+            pg.psql("ALTER SYSTEM RESET synchronous_standby_names")
+            pg.psql("SELECT pg_reload_conf()")
+            wait_until(functools.partial(answers, r), 30.0, step=0.2, what="serving again")
+            produced = [it["payload"] for it in list_items(r, "cut-produce")]
+            left = [it["payload"] for it in list_items(r, "cut-complete")]
+            r.close()
+    assert (produced, left) == (["new"], []), "crash recovery kept both commits"
+    # Any reply but an error: "ok", or none at all (the client cannot know, as when a node crashes).
+    assert {
+        name: reply for name, reply in replies.items() if reply != "ok" and not reply.startswith("no reply")
+    } == {}
+
+
+def answers(r: Any) -> bool:
+    """Whether the node reads both queues again (every pooled connection may need a reconnect first)."""
+    try:
+        list_items(r, "cut-produce")
+        list_items(r, "cut-complete")
+    except redis.RedisError:
+        return False
+    return True
