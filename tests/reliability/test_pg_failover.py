@@ -58,7 +58,7 @@ def serving(port: int) -> Callable[[], bool]:
     def probe() -> bool:
         try:
             return bool(_admin(port, "QPRODUCE", PROBE_QUEUE, "ITEMS", "probe"))
-        except Exception:
+        except (redis.RedisError, OSError):
             return False
 
     return probe
