@@ -247,8 +247,11 @@ class QueratorServer(Server):
         http_port: int = 0,
         postgres_dsn: str = "",
         postgres_notify: bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         super().__init__(keep_data)
+        # A command the server runs under, e.g. `faketime` to give one node a wrong clock.
+        self.prefix = prefix
         self.http_port = http_port
         if backend not in ("rocksdb", "memory", "postgres"):
             raise ValueError(f"backend must be rocksdb, memory or postgres, not {backend!r}")
@@ -270,14 +273,15 @@ class QueratorServer(Server):
 
     def command(self, port: int, tmpdir: Path) -> list[str]:
         script = ROOT / ".venv" / "bin" / "querator"
-        prefix = [str(script)] if script.exists() else [sys.executable, "-m", "querator"]
+        program = [str(script)] if script.exists() else [sys.executable, "-m", "querator"]
         if self.backend == "postgres":
             storage = ["--postgres-dsn", self.postgres_dsn]
             storage += ["--postgres-notify", "true" if self.postgres_notify else "false"]
         else:
             storage = ["--data", str(tmpdir / "data"), "--durability", self.durability]
         return [
-            *prefix,
+            *self.prefix,
+            *program,
             "serve",
             "--port",
             str(port),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import signal
 import statistics
 import threading
@@ -51,6 +52,8 @@ SHARED_COUNTERS = [
 # SPEC 4 / 9: an expired lease or a due expiry is acted on within 1 s; a schedule within 100 ms. The
 # margins below add the time to lease what came back.
 TIMER_SLACK_S = 1.0
+# The test's clock and the database's are one machine's clock; what a reply is stamped with lags a bit.
+CLOCK_SLACK_MS = 50
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +341,47 @@ def test_killed_node_loses_nothing_and_its_leases_run_out(nodes: list[QueratorSe
     finally:
         restarted.close()
     print(f"\nnode restarted after SIGKILL, serving in {took:.2f} s")
+
+
+# An hour ahead on the wall clock (what deadlines are made of), the monotonic clock left alone.
+SKEWED_CLOCK = ("faketime", "-m", "--exclude-monotonic", "-f", "+1h")
+
+
+@pytest.mark.skipif(
+    shutil.which("faketime") is None, reason="faketime not found (Debian: apt-get install faketime)"
+)
+def test_a_node_with_a_wrong_clock_judges_no_deadline(pg_dsn: str, rs: list[Any]) -> None:
+    """SPEC 9: deadlines are judged by the database's clock, so a node whose clock is an hour ahead neither
+    ends another node's lease early nor grants leases or schedules by its own time."""
+    skewed = QueratorServer(backend="postgres", postgres_dsn=pg_dsn, prefix=SKEWED_CLOCK).start(timeout=60)
+    try:
+        r = client(skewed.port)
+        assert int(r.execute_command("TIME")[0]) > time.time() + 3000, "the node's clock is not skewed"
+        create_queue([*rs, r], "clock", "LEASE-TIMEOUT", 5000)
+        rs[0].execute_command("QPRODUCE", "clock", "ITEMS", "held")
+        [(held_id, _, _, deadline)] = lease(rs[0], "clock")
+        # Lease expiry runs about once a second on every node: by its own clock the skewed node would end
+        # the lease at once. It does not, and it hands out nothing.
+        time.sleep(1.5)
+        assert (get_item(r, "clock", held_id) or {}).get("state") == "leased"
+        assert lease(r, "clock") == []
+        # Its own leases and schedules are timed by the database's clock too.
+        r.execute_command("QPRODUCE", "clock", "ITEMS", "mine")
+        [(_, payload, _, own_deadline)] = lease(r, "clock")
+        assert payload == "mine" and abs(own_deadline - (time.time() * 1000 + 5000)) < 2000, own_deadline
+        r.execute_command("QPRODUCE", "clock", "DELAY", 500, "ITEMS", "later")
+        due = lease_everything(rs, "clock", 1, within=0.5 + TIMER_SLACK_S + 2)
+        assert [p for _, p, _, _ in due] == ["later"]
+        # The first lease ends at its deadline (within the second SPEC 4 allows), not before.
+        assert time.time() * 1000 < deadline
+        wait_s = (deadline - time.time() * 1000) / 1000 + TIMER_SLACK_S + 2
+        back = lease_everything([r], "clock", 1, within=wait_s)
+        assert [(p, a) for _, p, a, _ in back] == [("held", 2)]
+        assert time.time() * 1000 >= deadline - CLOCK_SLACK_MS
+        r.close()
+    finally:
+        skewed.stop()
+    assert skewed.problems == []
 
 
 def option(rs: list[Any], queue: str, name: str) -> list[Any]:
