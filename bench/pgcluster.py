@@ -161,7 +161,7 @@ class PgServer:
             raise PgError(
                 f"{Path(argv[0]).name} exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}"
             )
-        return proc.stdout
+        return str(proc.stdout)  # text=True, but the **kwargs make mypy see Any
 
     def _prepare_socket_dir(self) -> None:
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
