@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck bench bench-quick bench-limits bench-micro bench-dedup chaos power-loss docs clean clean-data \
+.PHONY: serve test lint typecheck bench bench-quick bench-limits bench-micro bench-dedup chaos chaos-pg power-loss docs clean clean-data \
 	redis-tools fuse-tools screenshots browser-tools
 
 $(SERVE_STAMP): pyproject.toml
@@ -71,8 +71,13 @@ bench-micro: $(STAMP)
 	$(BIN)/python -m pytest tests/micro --benchmark-enable --benchmark-autosave \
 	  $(if $(wildcard .benchmarks),--benchmark-compare,)
 
-chaos: $(STAMP)
+# RocksDB in both durability modes, then three postgres nodes on one throwaway database (chaos-pg alone).
+chaos: $(STAMP) postgres
 	$(BIN)/python -m bench.chaos --durability both
+	$(BIN)/python -m bench.chaos --backend postgres --nodes 3
+
+chaos-pg: $(STAMP) postgres
+	$(BIN)/python -m bench.chaos --backend postgres --nodes 3
 
 # The power-loss test mounts its FUSE filesystem (bench/lazyfs.py) with libfuse3 and fusermount3 (Debian).
 fuse-tools:

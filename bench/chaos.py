@@ -28,9 +28,14 @@ queue with a fresh client (lease + complete until empty, twice with a pause), lo
 and clears the dead queue. `check()` is a pure function over the records.
 
     python -m bench.chaos [--kills N] [--durability fsync|flush|both] [--producers P] [--consumers C]
+                          [--backend rocksdb|postgres] [--nodes N]
                           [--quick] [--json PATH] [--workdir DIR] [--keep] [--seed S]
 
 Defaults: 50 kills per mode (8 with --quick), both durability modes, 2 producers, 4 consumers.
+
+`--backend postgres` runs `--nodes` servers (default 3) on one throwaway PostgreSQL database
+(bench/pgcluster.py), the workers spread round robin over them, and each kill SIGKILLs a node drawn at
+random (the others keep serving); the checker is the same, since SPEC 9 makes the nodes one Querator.
 
 Only 127.0.0.1 is used; every loop is bounded in count and time; every process started here is killed in
 a `finally`. The exit status is 1 when any must-be-0 count is not 0 (the histories are then kept).
@@ -62,6 +67,8 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from bench.pgcluster import PgCluster
 
 HOST = "127.0.0.1"
 QUEUE = "chaos"
@@ -184,7 +191,7 @@ class Client:
         try:
             reply = self._redis.execute_command(*args)
         except redis.ResponseError as e:  # an error reply: nothing was applied
-            self.history.write("fail", op, call, error=str(e))
+            self.history.write("fail", op, call, error=str(e), code=error_code(e))
             return "fail", e
         except (redis.RedisError, OSError) as e:  # connection error, timeout, LOADING...: outcome unknown
             self.history.write("unknown", op, call, error=f"{type(e).__name__}: {e}")
@@ -205,6 +212,17 @@ class Client:
         else:
             self.history.write("ok", op, call, reply=_text(reply))
         return "ok", reply
+
+
+def error_code(error: redis.ResponseError) -> str:
+    """The code of an error reply. redis-py drops it from the text where it has a class for it: -TRYAGAIN
+    becomes TryAgainError, -ERR a plain ResponseError; codes it does not know stay in the text."""
+    if isinstance(error, redis.exceptions.TryAgainError):
+        return "TRYAGAIN"
+    first = str(error).split(" ", 1)[0]
+    if type(error) is redis.ResponseError:
+        return first if first.isupper() else "ERR"
+    return type(error).__name__
 
 
 # The QITEMS fields the checker reads; the rest (timestamps, labels) would only make the files larger.
@@ -864,14 +882,21 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 
 
 class ChaosServer:
-    """`python -m querator serve` on a fixed port and data dir; killed and restarted in place."""
+    """`python -m querator serve` on a fixed port and data dir (or, with `postgres_dsn`, a node on that
+    database); killed and restarted in place."""
 
-    def __init__(self, data_dir: Path, log_path: Path, durability: str) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, durability: str, postgres_dsn: str = "") -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.durability = durability
+        self.postgres_dsn = postgres_dsn
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def storage_args(self) -> list[str]:
+        if self.postgres_dsn:  # durability does not apply to postgres (SPEC 9): the database decides
+            return ["--backend", "postgres", "--postgres-dsn", self.postgres_dsn]
+        return ["--data", str(self.data_dir), "--durability", self.durability]
 
     def start(self) -> float:
         """Start the process and wait for the first successful PING; returns the seconds that took."""
@@ -884,10 +909,7 @@ class ChaosServer:
             HOST,
             "--port",
             str(self.port),
-            "--data",
-            str(self.data_dir),
-            "--durability",
-            self.durability,
+            *self.storage_args(),
             "--http-port",
             "0",
         ]
@@ -896,8 +918,16 @@ class ChaosServer:
             log.flush()
             offset = log.tell()
             t0 = time.monotonic()
+            # A postgres node runs in a directory of its own, so nothing it might write lands in ours.
+            if self.postgres_dsn:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.data_dir if self.postgres_dsn else None,
             )
         deadline = t0 + RESTART_TIMEOUT_S
         ready = f":{self.port} ".encode()
@@ -986,6 +1016,16 @@ class RunConfig:
     seed: int = 0
     kill_gap: tuple[float, float] = KILL_GAP
     admins: int = 1  # processes that list and redrive the dead queue
+    # "rocksdb", or "postgres": `nodes` servers on one database (SPEC 9), the workers spread over them and
+    # each kill aimed at one of them; the database is `postgres_dsn`, or a throwaway cluster when empty.
+    backend: str = "rocksdb"
+    nodes: int = 1
+    postgres_dsn: str = ""
+
+    @property
+    def label(self) -> str:
+        """What the run is named by in its summary and JSON: the durability mode, or the node count."""
+        return f"postgres-{self.nodes}-nodes" if self.backend == "postgres" else self.durability
 
 
 @dataclass
@@ -1151,6 +1191,21 @@ def create_queues(port: int) -> None:
     )  # fmt: skip
 
 
+def wait_known(port: int, queues: list[str], within: float = 5.0) -> None:
+    """Wait until the node on `port` knows the queues: an admin change made through one postgres node
+    reaches the others within 1 s (SPEC 9), and a worker started sooner would only see NOQUEUE."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            for queue in queues:
+                _admin(port, "QINFO", queue)
+            return
+        except redis.ResponseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def snapshot(port: int, history: History, queue: str, max_seconds: float = 120.0) -> list[dict[str, Any]]:
     """Every item of `queue` (QITEMS pages), logged as one `snapshot` record once complete."""
     client = Client(port, history)
@@ -1224,7 +1279,23 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
     hist_dir.mkdir(exist_ok=True)
     rng = random.Random(config.seed)
     fault = fault if fault is not None else Fault()
-    server = ChaosServer(fault.data_dir(workdir), workdir / "server.log", config.durability)
+    if config.backend not in ("rocksdb", "postgres") or config.nodes < 1:
+        raise ValueError(f"backend {config.backend!r} with {config.nodes} nodes")
+    if config.backend == "rocksdb" and config.nodes != 1:
+        raise ValueError("several nodes share one database: backend postgres only")
+    cluster: PgCluster | None = None
+    if config.backend == "postgres":
+        dsn = config.postgres_dsn
+        if not dsn:
+            cluster = PgCluster().start()
+            dsn = cluster.create_database("chaos")
+        servers = [
+            ChaosServer(workdir / f"node{i}", workdir / f"server{i}.log", config.durability, dsn)
+            for i in range(config.nodes)
+        ]
+    else:
+        servers = [ChaosServer(fault.data_dir(workdir), workdir / "server.log", config.durability)]
+    server = servers[0]  # the one the setup, the snapshots and the drain talk to
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     redriving = ctx.Event()
@@ -1243,28 +1314,35 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
     hard_deadline = t_start + expected
 
     def ensure_serving(stage: str) -> None:
-        code = server.exited()
-        if code is not None:
-            disturbances.append(f"server exited by itself with code {code} ({stage}); restarted")
-            _log(f"  {config.durability}: {disturbances[-1]}")
-            server.start()
+        for i, node in enumerate(servers):
+            code = node.exited()
+            if code is not None:
+                which = f"server {i}" if len(servers) > 1 else "server"
+                disturbances.append(f"{which} exited by itself with code {code} ({stage}); restarted")
+                _log(f"  {config.label}: {disturbances[-1]}")
+                node.start()
 
     def note_dead_workers(stage: str) -> None:
         for w in workers:
             if w.name not in reported_dead and not w.is_alive() and w.exitcode != 0:
                 reported_dead.add(w.name)
                 disturbances.append(f"worker {w.name} died with exit code {w.exitcode} ({stage})")
-                _log(f"  {config.durability}: {disturbances[-1]}")
+                _log(f"  {config.label}: {disturbances[-1]}")
 
     try:
-        first_start_s = server.start()
+        first_start_s = max(node.start() for node in servers)
         create_queues(server.port)
+        for node in servers[1:]:
+            wait_known(node.port, [DEAD_QUEUE, QUEUE])
         roles = [(f"P{i}", producer_main) for i in range(config.producers)]
         roles += [(f"C{i}", consumer_main) for i in range(config.consumers)]
         roles += [(f"A{i}", admin_main) for i in range(config.admins)]
-        for name, target in roles:
+        for n, (name, target) in enumerate(roles):
             path = str(hist_dir / f"{name}.jsonl")
-            args: tuple[Any, ...] = (server.port, name, path, stop, hard_deadline, rng.randrange(2**32))
+            # Round robin over the nodes: producers, consumers and the admin each land on several of them,
+            # so items cross nodes on their way (with one node, everyone is on it).
+            port = servers[n % len(servers)].port
+            args: tuple[Any, ...] = (port, name, path, stop, hard_deadline, rng.randrange(2**32))
             if target is admin_main:
                 args += (redriving, redrives_over)
             workers.append(ctx.Process(target=target, args=args, name=name, daemon=True))
@@ -1280,12 +1358,14 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
             if config.admins and (k + 1) % REDRIVE_KILL_EVERY == 0:
                 redriving.wait(REDRIVE_WAIT_S)  # then kill while a QREDRIVE is on its way (or, rarely, not)
                 time.sleep(rng.uniform(0, 0.003))  # now before, now during, now after the server applies it
-            fault.crash(server)
-            took = server.start()
+            # One server: no draw, so a seed gives the run it gave before there were nodes.
+            victim = server if len(servers) == 1 else rng.choice(servers)
+            fault.crash(victim)
+            took = victim.start()
             restart_s.append(took)
-            fault.restarted(server)
+            fault.restarted(victim)
             if verbose and (k + 1) % 10 == 0:
-                _log(f"  {config.durability}: {k + 1}/{config.kills} kills, last restart {took:.2f} s")
+                _log(f"  {config.label}: {k + 1}/{config.kills} kills, last restart {took:.2f} s")
         redrives_over.set()
         time.sleep(rng.uniform(*config.kill_gap))  # some load after the last restart too
         note_dead_workers("after the last kill")
@@ -1331,17 +1411,20 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
                 w.kill()
                 w.join(2)
         try:
-            server.stop()
-            server.kill()
+            for node in servers:
+                node.stop()
+                node.kill()
         finally:
             fault.close()  # e.g. unmount: must happen even when the server would not die
+            if cluster is not None:
+                cluster.close()
     records = load_histories(sorted(hist_dir.glob("*.jsonl")))
     for r in records:
         if r.get("type") == "error":
             worker_errors.append(f"{r['proc']}: {r.get('traceback', '')}")
     result = check(records)
     return RunResult(
-        durability=config.durability,
+        durability=config.label,
         kills=config.kills,
         check=result,
         restart_s=restart_s,
@@ -1349,7 +1432,7 @@ def run(config: RunConfig, workdir: Path, verbose: bool = True, fault: Fault | N
         elapsed_s=time.monotonic() - t_start,
         drain=drained,
         final_stats=final_stats,
-        server_log_problems=server.log_problems(),
+        server_log_problems=[line for node in servers for line in node.log_problems()],
         worker_errors=worker_errors,
         disturbances=disturbances,
         workdir=str(workdir),
@@ -1381,23 +1464,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=None, help="SIGKILLs per durability mode (default 50)")
     parser.add_argument("--quick", action="store_true", help="8 kills per mode")
+    parser.add_argument(
+        "--backend",
+        choices=["rocksdb", "postgres"],
+        default="rocksdb",
+        help="postgres: --nodes servers on one throwaway database, a random one killed each time",
+    )
+    parser.add_argument("--nodes", type=int, default=None, help="postgres nodes (default 3)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     kills = args.kills if args.kills is not None else (8 if args.quick else 50)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    nodes = args.nodes if args.nodes is not None else (3 if args.backend == "postgres" else 1)
+    if args.backend == "rocksdb" and nodes != 1:
+        parser.error("--nodes needs --backend postgres (nodes share one database)")
+    # Durability modes are RocksDB's; on postgres the database's synchronous_commit decides (SPEC 9).
     modes = ["fsync", "flush"] if args.durability == "both" else [args.durability]
+    if args.backend == "postgres":
+        modes = ["fsync"]
     own_workdir = args.workdir is None
     root = Path(tempfile.mkdtemp(prefix="querator-chaos-")) if own_workdir else args.workdir
     _log(
-        f"chaos: {kills} kills per mode, {args.producers} producers, {args.consumers} consumers, "
-        f"seed {seed}, workdir {root}"
+        f"chaos: {args.backend} x{nodes}, {kills} kills per mode, {args.producers} producers, "
+        f"{args.consumers} consumers, seed {seed}, workdir {root}"
     )
     results: list[RunResult] = []
     failed = False
     try:
         for i, mode in enumerate(modes):
-            config = RunConfig(mode, kills, args.producers, args.consumers, seed + i)
-            result = run(config, root / mode)
+            config = RunConfig(
+                mode, kills, args.producers, args.consumers, seed + i, backend=args.backend, nodes=nodes
+            )
+            result = run(config, root / config.label)
             results.append(result)
             print(result.summary(), flush=True)
             print(result.details(), flush=True)
@@ -1418,7 +1516,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ok = not failed and len(results) == len(modes)
         modes_json = {r.durability: r.to_json() for r in results}
-        finish(args, "chaos", {"kills": kills, "seed": seed}, ok, modes_json, root, own_workdir)
+        run_config = {"kills": kills, "seed": seed, "backend": args.backend, "nodes": nodes}
+        finish(args, "chaos", run_config, ok, modes_json, root, own_workdir)
     return 1 if failed else 0
 
 

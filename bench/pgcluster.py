@@ -161,18 +161,21 @@ class PgServer:
             raise PgError(
                 f"{Path(argv[0]).name} exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}"
             )
-        return proc.stdout
+        return str(proc.stdout)  # text=True, but the **kwargs make mypy see Any
 
     def _prepare_socket_dir(self) -> None:
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         _give_to_server_user(self.socket_dir)
 
-    def launch(self, timeout: float = 60.0) -> None:
-        """pg_ctl start on a free port; retried when another process took the port in between."""
+    def launch(self, timeout: float = 60.0, *, same_port: bool = False) -> None:
+        """pg_ctl start on a free port; retried when another process took the port in between. With
+        `same_port`, on the port it had before (no retry): a server started again after `stop()` or a
+        crash keeps the address its clients' DSNs name, as a restarted production server would."""
         self._prepare_socket_dir()
         last = ""
-        for _attempt in range(3):
-            self.port = free_port()
+        for _attempt in range(1 if same_port else 3):
+            if not same_port:
+                self.port = free_port()
             # Port and socket on the command line, so a standby's copied postgresql.conf cannot clash.
             options = f"-c port={self.port} -c unix_socket_directories={self.socket_dir}"
             try:

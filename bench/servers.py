@@ -232,41 +232,62 @@ class Server:
 
 
 class QueratorServer(Server):
-    """`querator serve --port P --data TMP --backend B --durability D` from the project's virtualenv."""
+    """`querator serve --port P --data TMP --backend B --durability D` from the project's virtualenv.
+
+    `backend="postgres"` takes `postgres_dsn` instead (and `postgres_notify`): `durability` does not apply
+    there (SPEC 9), and several of these on one DSN are the nodes of one Querator."""
 
     kind = "querator"
 
     def __init__(
-        self, backend: str = "rocksdb", durability: str = "fsync", keep_data: bool = False, http_port: int = 0
+        self,
+        backend: str = "rocksdb",
+        durability: str = "fsync",
+        keep_data: bool = False,
+        http_port: int = 0,
+        postgres_dsn: str = "",
+        postgres_notify: bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         super().__init__(keep_data)
+        # A command the server runs under, e.g. `faketime` to give one node a wrong clock.
+        self.prefix = prefix
         self.http_port = http_port
-        if backend not in ("rocksdb", "memory"):
-            raise ValueError(f"backend must be rocksdb or memory, not {backend!r}")
+        if backend not in ("rocksdb", "memory", "postgres"):
+            raise ValueError(f"backend must be rocksdb, memory or postgres, not {backend!r}")
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be fsync or flush, not {durability!r}")
+        if (backend == "postgres") != bool(postgres_dsn):
+            raise ValueError("postgres_dsn is needed with backend postgres, and only there")
         self.backend = backend
         self.durability = durability
+        self.postgres_dsn = postgres_dsn
+        self.postgres_notify = postgres_notify
 
     def describe(self) -> str:
         if self.backend == "memory":
             return "querator memory"
+        if self.backend == "postgres":
+            return f"querator postgres:{self.port}" + ("" if self.postgres_notify else " polling")
         return f"querator {self.backend}/{self.durability}"
 
     def command(self, port: int, tmpdir: Path) -> list[str]:
         script = ROOT / ".venv" / "bin" / "querator"
-        prefix = [str(script)] if script.exists() else [sys.executable, "-m", "querator"]
+        program = [str(script)] if script.exists() else [sys.executable, "-m", "querator"]
+        if self.backend == "postgres":
+            storage = ["--postgres-dsn", self.postgres_dsn]
+            storage += ["--postgres-notify", "true" if self.postgres_notify else "false"]
+        else:
+            storage = ["--data", str(tmpdir / "data"), "--durability", self.durability]
         return [
-            *prefix,
+            *self.prefix,
+            *program,
             "serve",
             "--port",
             str(port),
-            "--data",
-            str(tmpdir / "data"),
             "--backend",
             self.backend,
-            "--durability",
-            self.durability,
+            *storage,
             # HTTP off unless asked for: benchmarks start servers side by side, and the default HTTP port
             # is one port.
             "--http-port",

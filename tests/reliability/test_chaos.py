@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from bench.chaos import DEAD_QUEUE, QUEUE, CheckResult, RunConfig, check, load_histories, run
+from bench.chaos import DEAD_QUEUE, QUEUE, CheckResult, RunConfig, check, error_code, load_histories, run
+from bench.pgcluster import PgCluster
 
 LEASE_MS = 2000
 
@@ -291,6 +293,30 @@ def test_quick_chaos_run_keeps_the_contract(tmp_path: Path, durability: str) -> 
     ), "no call was ever cut by a kill\n" + detail
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_quick_chaos_run_on_three_postgres_nodes_keeps_the_contract(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """SPEC 9: three nodes on one database are one Querator, so the same histories must pass the same
+    checker while random nodes are SIGKILLed under load (the others keep serving)."""
+    dsn = pg_cluster.create_database(prefix="chaos")
+    config = RunConfig(kills=6, seed=11, backend="postgres", nodes=3, postgres_dsn=dsn)
+    result = run(config, tmp_path / "pg", verbose=False)
+    detail = f"{result.summary()}\n{result.details()}\n{result.check.examples}\n{result.worker_errors}"
+    assert result.check.violations() == {}, detail
+    assert not result.worker_errors, detail
+    assert not result.disturbances, detail
+    assert len(result.restart_s) == 6
+    assert result.counters_match(), detail  # the QSTATS counters, summed over nodes, match the histories
+    assert result.check.acknowledged >= 300, "too little work to prove anything\n" + detail
+    c = result.check
+    assert c.completed_acked >= 150 and c.retried_acked > 0 and c.dead_acked > 0, detail
+    assert c.dead_exactly_once == c.dead_expected, detail
+    cut = sum(calls.get("unknown", 0) for calls in (c.produce_calls, c.lease_calls, c.complete_calls))
+    assert cut > 0, "no call was ever cut by a kill\n" + detail
+
+
 # Retries, the dead queue and redrives
 
 
@@ -380,3 +406,9 @@ def test_item_back_in_the_queue_carries_its_last_retry_reason_only() -> None:
     h2 = H().produce("P0", "a").lease("C0", ("1", "a", 1)).retry("C0", "1", reason="soft C0 1")
     bad = h2.ended(queue=[{"payload": "a", "id": "2", "reason": "soft C0 1", "source-queue": QUEUE}])
     _only(bad.lease("drain", ("2", "a", 2)).complete("drain", "2").check(), wrong_reason=1)
+
+
+def test_error_codes_are_recorded_although_redis_py_drops_some() -> None:
+    assert error_code(redis.exceptions.TryAgainError("database unavailable; x")) == "TRYAGAIN"
+    assert error_code(redis.ResponseError("NOQUEUE no such queue 'q'")) == "NOQUEUE"
+    assert error_code(redis.ResponseError("wrong number of arguments for 'qlease' command")) == "ERR"
