@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -42,6 +42,10 @@ class QueueEntry:
     created_at: int
     updated_at: int
     paused: bool = False
+
+
+# Told the whole catalog as another node left it (postgres only): the Service makes its queues match.
+CatalogChanged = Callable[[list[QueueEntry]], None]
 
 
 class Catalog:

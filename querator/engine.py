@@ -14,21 +14,21 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from querator.clock import Clock
 from querator.errors import QueratorError
 from querator.model import LeasedItem, PartitionCounters, PartitionStats, QueueOptions, StoredItem
-from querator.store.base import Store
+from querator.waiters import WaitLine
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 if TYPE_CHECKING:
+    from querator.dedup import DedupKeys
     from querator.records import Record
     from querator.store.base import WriteSet
 
 
 @dataclass(slots=True)
 class EngineContext:
-    """What every partition of one Service shares; handed down, never reached for."""
+    """What every partition of one Service shares, whatever its engine; handed down, never reached for."""
 
-    store: Store
     clock: Clock
     loop: asyncio.AbstractEventLoop
     inbox_limit: int  # requests a partition holds before it answers -TRYAGAIN (`partition-inbox`)
@@ -53,12 +53,45 @@ class QueueView(Protocol):
         ...
 
 
-# Where a partition sends an item that leaves its queue (max attempts, expiry, QRETRY DEAD, QREDRIVE): the
-# receiving queue hands it to one of its own partitions, which adds it in the sending step's write set, so
-# the move is one atomic write (ADR 3); without a dead queue the item is simply gone.
-DeadLetter = Callable[["WriteSet", "Record", int], None]
-# QREDRIVE: where a dead queue's item goes (its source queue, or the TO queue), or None to leave it.
-RedriveTarget = Callable[["Record"], "DeadLetter | None"]
+class QueueHandle(QueueView, Protocol):
+    """What an engine may use of the queue whose partitions it builds."""
+
+    @property
+    def uid(self) -> int:
+        """The queue's incarnation: part of every item id."""
+        ...
+
+    @property
+    def waiters(self) -> WaitLine:
+        """The queue's blocked consumers, dealt items by the partitions' steps."""
+        ...
+
+    @property
+    def dedup(self) -> DedupKeys | None: ...
+
+    def dead_letter_partition(self) -> Partition | None:
+        """Where an item leaving this queue goes (max attempts, expiry, QRETRY DEAD): a partition of the
+        dead queue, or None (no dead queue: the item is simply gone). The sending partition adds it there
+        in its own step's write, so the move is atomic (ADR 3)."""
+        ...
+
+
+class Engine(Protocol):
+    """Builds the partitions of queues: the key-value engine (memory, RocksDB) or the SQL one."""
+
+    def partition(self, queue: QueueHandle, index: int) -> Partition: ...
+
+    def dedup_keys(self, uid: int) -> DedupKeys | None:
+        """The queue's deduplication keys, for an engine that keeps them outside its partitions' steps
+        (the key-value engine, swept by the queue); None where the engine keeps and sweeps them itself."""
+        ...
+
+
+# Where a partition sends an item that leaves its queue: a partition of the receiving queue, or None.
+DeadLetter = Callable[[], "Partition | None"]
+# QREDRIVE: the partition a dead queue's item goes to (where a produce to its source queue, or to the TO
+# queue, would go), or None to leave it.
+RedriveTarget = Callable[["Record"], "Partition | None"]
 
 
 class Operations(Protocol):

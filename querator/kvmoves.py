@@ -127,7 +127,9 @@ class ItemMoves(KeyValueReads):
         record.source_queue = self.queue.name.encode()
         record.source_id = self.ids.one(seq).encode()
         record.dead_reason = why
-        self._dead_letter_sink(self.writes.ws, record, now)
+        target = self._dead_letter_sink()
+        if target is not None:
+            target.accept_moved(self.writes.ws, record, now)
 
     def accept_moved(self, ws: WriteSet, record: Record, now: int) -> None:
         """Add an item leaving another queue's step (dead-lettered or redriven) to this partition, in that

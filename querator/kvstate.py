@@ -343,7 +343,7 @@ class KeyValueState(ItemMoves):
             self._unindex_expiry(record, seq)
             # It arrives as a fresh produce would: no reason, no provenance (SPEC 7).
             record.clear_extras()
-            send(writes.ws, record, now)
+            send.accept_moved(writes.ws, record, now)
             moved += 1
         return moved
 

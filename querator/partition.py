@@ -13,12 +13,10 @@ import logging
 from time import perf_counter_ns
 from typing import Any, Final, TypeGuard, TypeVar
 
-from querator.dedup import DedupKeys
 from querator.engine import (
-    DeadLetter,
     EngineContext,
     Operation,
-    QueueView,
+    QueueHandle,
     Release,
     Request,
 )
@@ -27,8 +25,7 @@ from querator.ids import IdFormat, seq_of
 from querator.kvstate import KeyValueState
 from querator.model import LeasedItem, PartitionCounters, PartitionStats, StoredItem
 from querator.records import DEAD_REASONS, Record
-from querator.store.base import KeySpace, WriteSet
-from querator.waiters import WaitLine
+from querator.store.base import KeySpace, Store, WriteSet
 
 log = logging.getLogger("querator.partition")
 
@@ -47,22 +44,22 @@ class PartitionActor:
     def __init__(
         self,
         engine: EngineContext,
-        queue: QueueView,
-        uid: int,
+        store: Store,
+        queue: QueueHandle,
         index: int,
         space: KeySpace,
-        waiters: WaitLine,
-        dead_letter: DeadLetter,
-        dedup: DedupKeys,
     ) -> None:
         self._engine = engine
+        self._store = store
         self._queue = queue
         self._clock = engine.clock
-        self._waiters = waiters
+        self._waiters = waiters = queue.waiters
         # The line's deque itself, so the step's "anyone waiting?" is a C-level truth test.
         self._waiting = waiters.line
+        dedup = queue.dedup
+        assert dedup is not None, "the key-value engine keeps every queue's deduplication keys"
         self.state = KeyValueState(
-            engine.store, space, queue, IdFormat(uid, index), dead_letter, self.wake, dedup
+            store, space, queue, IdFormat(queue.uid, index), queue.dead_letter_partition, self.wake, dedup
         )
         self.state.load()
         self.index = index  # an attribute, not a property: read by every lease plan
@@ -259,7 +256,7 @@ class PartitionActor:
                     on_commit(perf_counter_ns() - started)
                 self._resolve(results, error)
 
-            self._engine.store.after_sync(synced)
+            self._store.after_sync(synced)
             return
         if wrote and on_commit is not None:
             on_commit(perf_counter_ns() - started)

@@ -14,7 +14,7 @@ from querator.clock import Timer
 from querator.dedup import DedupKeys
 from querator.engine import (
     Clear,
-    DeadLetter,
+    Engine,
     EngineContext,
     Lease,
     Nudge,
@@ -23,6 +23,7 @@ from querator.engine import (
     PartitionReads,
     Read,
     Redrive,
+    RedriveTarget,
     ReindexExpiry,
     SweepDedup,
 )
@@ -36,9 +37,6 @@ from querator.model import (
     QueueOptions,
     QueueStats,
 )
-from querator.partition import PartitionActor
-from querator.records import Record
-from querator.store.base import WriteSet
 from querator.waiters import WaitLine
 
 Items = list[LeasedItem]
@@ -50,6 +48,7 @@ class Queue:
     def __init__(
         self,
         engine: EngineContext,
+        kind: Engine,
         name: str,
         uid: int,
         options: QueueOptions,
@@ -58,13 +57,15 @@ class Queue:
         paused: bool = False,
     ) -> None:
         self._engine = engine
+        self._kind = kind
         self.name = name
         self.uid = uid
         self.options = options
         self.created_at = created_at
         self.updated_at = updated_at
         self.paused = paused
-        self.dedup = DedupKeys(engine.store.space(dedup_space_name(uid)))
+        # None when the engine keeps and sweeps deduplication keys itself (SQL).
+        self.dedup: DedupKeys | None = kind.dedup_keys(uid)
         self._sweep_timer: Timer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.partitions: list[Partition] = []
@@ -73,17 +74,9 @@ class Queue:
         self._produce_turn = 0
         self._lease_turn = 0
 
-    def space_name(self, index: int) -> str:
-        return space_name(self.uid, index)
-
     def add_partitions(self, count: int, start: bool) -> None:
         for index in range(len(self.partitions), count):
-            space = self._engine.store.space(self.space_name(index))
-            partition = PartitionActor(
-                self._engine, self, self.uid, index, space, self.waiters, self._send_to_dead_queue, self.dedup
-            )
-            # The key-value engine's partition: the one kind there is until a SQL engine sits beside it
-            # and the choice moves into EngineContext (ADR 9).
+            partition = self._kind.partition(self, index)
             self.partitions.append(partition)
             if start:
                 partition.start()
@@ -104,31 +97,19 @@ class Queue:
             o.dedup_window,
         )
 
-    def space_names(self) -> list[str]:
-        """Every key space of this queue: its partitions' and its deduplication keys'."""
-        return [*(self.space_name(i) for i in range(len(self.partitions))), dedup_space_name(self.uid)]
-
     def ready(self) -> int:
         return sum(p.ready for p in self.partitions)
 
     # -- dead letters -----------------------------------------------------------------------------------
 
-    def _send_to_dead_queue(self, ws: WriteSet, record: Record, now: int) -> None:
-        """Handed to this queue's partitions: where their dead letters go (nowhere: deleted)."""
+    def dead_letter_partition(self) -> Partition | None:
+        """Where this queue's dead letters go: the dead queue's partition with the fewest ready items."""
         dead = self.dead_queue
-        if dead is not None:
-            dead.accept_dead_letter(ws, record, now)
+        if dead is None:
+            return None
+        return min(dead.partitions, key=lambda p: p.ready)
 
-    def accept_dead_letter(self, ws: WriteSet, record: Record, now: int) -> None:
-        """An item dead-lettered by another queue's step, added in that step's write set (ADR 3)."""
-        target = min(self.partitions, key=lambda p: p.ready)
-        target.accept_moved(ws, record, now)
-
-    def accept_redriven(self, ws: WriteSet, record: Record, now: int) -> None:
-        """An item redriven from a dead queue's step: it goes where a produce would (SPEC 7)."""
-        self.produce_partition().accept_moved(ws, record, now)
-
-    def redrive(self, limit: int, target: Callable[[Record], DeadLetter | None]) -> asyncio.Future[int]:
+    def redrive(self, limit: int, target: RedriveTarget) -> asyncio.Future[int]:
         """Move up to `limit` ready items to where `target` sends each: partition 0 first, each oldest
         first, in rounds of at most `_REDRIVE_ROUND` items so no step grows without bound. Each round is
         one atomic write of the moves it makes, so every item arrives exactly once even across a crash."""
@@ -168,7 +149,7 @@ class Queue:
 
     def arm_sweep(self) -> None:
         """Make sure the sweep runs when the oldest remembered key's window ends (if any is remembered)."""
-        if self._sweep_timer is not None:
+        if self._sweep_timer is not None or self.dedup is None:
             return
         oldest = self.dedup.oldest_use()
         if oldest is not None:
@@ -176,7 +157,8 @@ class Queue:
             self._sweep_timer = self._engine.clock.call_at(self._engine.loop, when, self._sweep)
 
     def sweep_armed(self) -> bool:
-        return self._sweep_timer is not None
+        """True when no sweep needs arming: one is armed, or the engine sweeps by itself."""
+        return self._sweep_timer is not None or self.dedup is None
 
     def arm_sweep_after(self, _: asyncio.Future[list[str]]) -> None:
         self.arm_sweep()
@@ -345,16 +327,6 @@ def _total(counts: list[int]) -> int:
 
 def _snapshot(p: PartitionReads) -> _Snapshot:
     return p.stats(), p.counters(), p.oldest_ready_enqueue_at()
-
-
-def space_name(uid: int, index: int) -> str:
-    """The key space of partition `index` of the queue incarnation `uid`."""
-    return f"q{uid}.p{index}"
-
-
-def dedup_space_name(uid: int) -> str:
-    """The key space of the deduplication keys of the queue incarnation `uid`."""
-    return f"q{uid}.dedup"
 
 
 # Items one redrive step moves at most.

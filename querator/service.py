@@ -14,22 +14,22 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from querator.arguments import check_ids, check_lease, check_produce, check_retry, due_at
-from querator.catalog import Catalog, QueueEntry, check_range, validate_options, validate_queue_name
+from querator.backend import Backend, open_backend
+from querator.catalog import QueueEntry, check_range, validate_options, validate_queue_name
 from querator.clock import Clock
 from querator.config import Config
 from querator.declared import apply_declarations
 from querator.engine import (
     Complete,
-    DeadLetter,
-    EngineContext,
     Extend,
+    Partition,
     PartitionReads,
     Produce,
     Remove,
     Retry,
 )
 from querator.errors import CommandError, NoQueueError, QueueExistsError, ShutdownError
-from querator.futures import combine, done, ignore
+from querator.futures import combine, done, ignore, settle
 from querator.ids import parse_after, parse_ids
 from querator.model import (
     DEFAULT_REDRIVE_LIMIT,
@@ -46,7 +46,7 @@ from querator.model import (
 )
 from querator.queue import Queue
 from querator.records import Record
-from querator.store import Store, open_store
+from querator.store import Store
 
 T = TypeVar("T")
 log = logging.getLogger("querator.service")
@@ -71,12 +71,14 @@ class Service:
         self.queues: dict[str, Queue] = {}
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
-        self._flush_sync: asyncio.TimerHandle | None = None
         # Set by start(); the loop is kept because asyncio.get_running_loop() makes a getpid() system call.
-        self.store: Store
+        self.backend: Backend | None = None
         self.loop: asyncio.AbstractEventLoop
-        self._engine: EngineContext
-        self._catalog: Catalog
+
+    @property
+    def store(self) -> Store | None:
+        """The key-value store (memory, RocksDB), or None for the postgres backend."""
+        return getattr(self.backend, "store", None)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -89,66 +91,85 @@ class Service:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.store = open_store(self.config)
-        wait_for_sync = self.store.durable and self.config.durability == "fsync"
-        self._engine = EngineContext(
-            self.store, self.clock, self.loop, self.config.partition_inbox, wait_for_sync, self.on_commit
-        )
-        self._catalog = Catalog(self.store, self.loop)
-        if self.store.durable and self.config.durability == "flush" and self.config.flush_sync_ms:
-            self._flush_sync = self.loop.call_later(
-                self.config.flush_sync_ms / 1000, self._sync_in_background
-            )
-        self._load_queues()
+        self.backend = backend = open_backend(self.config, self.clock, self.loop, self.on_commit)
+        entries = await backend.open(self._catalog_changed)
+        for entry in entries:
+            self.queues[entry.name] = self._new_queue(entry)
+        for queue in self.queues.values():
+            queue.dead_queue = self.queues.get(queue.options.dead_queue) if queue.options.dead_queue else None
+        backend.forget_orphans(entries)
         for queue in self.queues.values():
             for partition in queue.partitions:
                 partition.start()
             queue.arm_sweep()
         await apply_declarations(self, self.config.queues)
 
-    def _load_queues(self) -> None:
-        for entry in self._catalog.load():
-            queue = Queue(
-                self._engine,
-                entry.name,
-                entry.uid,
-                entry.options,
-                entry.created_at,
-                entry.updated_at,
-                entry.paused,
-            )
-            queue.add_partitions(entry.options.partitions, start=False)
-            self.queues[entry.name] = queue
-        for queue in self.queues.values():
-            queue.dead_queue = self.queues.get(queue.options.dead_queue) if queue.options.dead_queue else None
-        self._catalog.drop_orphans(name for q in self.queues.values() for name in q.space_names())
+    def _new_queue(self, entry: QueueEntry) -> Queue:
+        """A queue object for a catalog entry, its partitions built but not started."""
+        assert self.backend is not None
+        queue = Queue(
+            self.backend.context,
+            self.backend.engine,
+            entry.name,
+            entry.uid,
+            entry.options,
+            entry.created_at,
+            entry.updated_at,
+            entry.paused,
+        )
+        queue.add_partitions(entry.options.partitions, start=False)
+        return queue
 
     async def close(self) -> None:
         """Stop taking requests, let partitions finish what they hold, answer blocked consumers, close."""
         if self._closing:
             return
         self._closing = True
-        if self._flush_sync is not None:
-            self._flush_sync.cancel()
         for queue in self.queues.values():
             queue.stop_sweep()
             queue.waiters.fail_all(ShutdownError())
         await asyncio.gather(*(p.stop() for q in self.queues.values() for p in q.partitions))
-        if hasattr(self, "store"):
-            await self.store.close()
+        if self.backend is not None:
+            await self.backend.close()
 
-    def _sync_in_background(self) -> None:
-        """Durability `flush`: replies do not wait for the disk, but a sync at least every `flush-sync-ms`
-        bounds what a power cut can take (as Redis's `appendfsync everysec`)."""
-        self.store.after_sync(self._synced)
+    def _catalog_changed(self, entries: list[QueueEntry]) -> None:
+        """Another node created, changed or deleted queues (postgres): make ours match the catalog."""
+        if self._closing:
+            return
+        wanted = {entry.name: entry for entry in entries}
+        for name, queue in list(self.queues.items()):
+            entry = wanted.get(name)
+            if entry is None or entry.uid != queue.uid:
+                log.info("queue deleted on another node", extra={"fields": {"queue": name}})
+                del self.queues[name]
+                self._stop_queue(queue)
+        for entry in entries:
+            known = self.queues.get(entry.name)
+            if known is None:
+                added = self.queues[entry.name] = self._new_queue(entry)
+                for partition in added.partitions:
+                    partition.start()
+                continue
+            queue = known
+            if queue.updated_at == entry.updated_at and queue.paused == entry.paused:
+                continue
+            queue.options = entry.options
+            queue.updated_at = entry.updated_at
+            queue.add_partitions(entry.options.partitions, start=True)
+            if queue.paused and not entry.paused:
+                queue.resume()
+            queue.paused = entry.paused
+        for queue in self.queues.values():
+            queue.dead_queue = self.queues.get(queue.options.dead_queue) if queue.options.dead_queue else None
 
-    def _synced(self, error: BaseException | None) -> None:
-        if error is not None:
-            log.error("background sync failed: %s", error)
-        if not self._closing:
-            self._flush_sync = self.loop.call_later(
-                self.config.flush_sync_ms / 1000, self._sync_in_background
-            )
+    def _stop_queue(self, queue: Queue) -> asyncio.Future[None]:
+        """Stop a queue no longer in the catalog: its waiters and requests answer NOQUEUE."""
+        queue.stop_sweep()
+        queue.waiters.fail_all(NoQueueError(queue.name))
+        stopped = asyncio.gather(*(p.stop(NoQueueError(queue.name)) for p in queue.partitions))
+        result: asyncio.Future[None] = self.loop.create_future()
+        stopped.add_done_callback(lambda f: settle(result, None, f.exception()))
+        return result
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -179,14 +200,26 @@ class Service:
         if name in self.queues:
             raise QueueExistsError(name)
         validate_options(name, options, self.queues)
+        assert self.backend is not None
         now = self.clock.now_ms()
-        queue = Queue(self._engine, name, self._catalog.new_uid(), options, now, now)
-        # Key spaces first: if we crash before the metadata is durable they are orphans, dropped at start.
-        queue.add_partitions(options.partitions, start=True)
+        entry = QueueEntry(name, self.backend.new_uid(), options, now, now)
+        # Storage first: if we crash before the metadata is durable it is an orphan, dropped at start.
+        queue = self._new_queue(entry)
+        for partition in queue.partitions:
+            partition.start()
         queue.dead_queue = self.queues.get(options.dead_queue) if options.dead_queue else None
         # Registered before its metadata is durable, so a pipelined QPRODUCE finds it (ADR 5).
         self.queues[name] = queue
-        return self._catalog.save(self._entry(queue))
+        saved = self.backend.save(entry, created=True)
+
+        def undo(future: asyncio.Future[None]) -> None:
+            # Another node created the same name first (postgres): ours never existed.
+            if not future.cancelled() and future.exception() is not None and self.queues.get(name) is queue:
+                del self.queues[name]
+                self._stop_queue(queue)
+
+        saved.add_done_callback(undo)
+        return saved
 
     def update_queue(self, name: str, changes: QueueUpdate) -> asyncio.Future[None]:
         queue = self._queue(name)
@@ -201,7 +234,8 @@ class Service:
         queue.dead_queue = self.queues.get(new.dead_queue) if new.dead_queue else None
         if new.dedup_window != old.dedup_window:
             queue.rearm_sweep()
-        written = self._catalog.save(self._entry(queue))
+        assert self.backend is not None
+        written = self.backend.save(self._entry(queue), created=False)
         if bool(old.expire_timeout) == bool(new.expire_timeout):
             return written
         return combine([written, *queue.reindex_expiry(bool(new.expire_timeout))], ignore)
@@ -213,18 +247,19 @@ class Service:
                 raise CommandError(
                     f"queue '{name}' is the dead queue of '{other.name}'; change that queue first"
                 )
+        assert self.backend is not None
+        backend = self.backend
         del self.queues[name]
-        queue.stop_sweep()
-        queue.waiters.fail_all(NoQueueError(name))
-        written = self._catalog.forget(name)
+        entry = self._entry(queue)
+        stopped = self._stop_queue(queue)
+        written = backend.forget(entry)
         deleted: asyncio.Future[None] = self.loop.create_future()
 
         async def drop() -> None:
             try:
-                await asyncio.gather(*(p.stop(NoQueueError(name)) for p in queue.partitions))
+                await stopped
                 await written
-                for space in queue.space_names():
-                    self.store.drop_space(space)
+                await backend.drop(entry)
                 deleted.set_result(None)
             except Exception as exc:
                 deleted.set_exception(exc)
@@ -369,7 +404,8 @@ class Service:
             queue.paused = True
         else:
             queue.resume()
-        return self._catalog.save(self._entry(queue))
+        assert self.backend is not None
+        return self.backend.save(self._entry(queue), created=False)
 
     def redrive(
         self, queue: str, *, to: str | None = None, limit: int = DEFAULT_REDRIVE_LIMIT
@@ -382,11 +418,12 @@ class Service:
         if to is not None and self._queue(to) is q:
             raise CommandError("TO may not be the queue itself")
 
-        def target_of(record: Record) -> DeadLetter | None:
+        def target_of(record: Record) -> Partition | None:
             # Looked up when each round runs: a queue deleted meanwhile takes nothing (the item stays).
+            # It goes where a produce would (SPEC 7).
             name = to if to is not None else record.source_queue.decode("utf-8", "surrogateescape")
             target = self.queues.get(name) if name else None
-            return None if target is None or target is q else target.accept_redriven
+            return None if target is None or target is q else target.produce_partition()
 
         return q.redrive(limit, target_of)
 
