@@ -244,14 +244,48 @@ class SweepDedup(Operation[int]):
         return ops.sweep_dedup(self, now)
 
 
-@dataclass(slots=True)
-class Read(Operation[T]):
-    """Read the partition at this point of its request order (after the requests before it)."""
+class Read(Operation[T_co]):
+    """Read the partition at this point of its request order (after the requests before it); each kind of
+    read is a subclass, so an engine that cannot read synchronously (SQL) knows what to fetch."""
 
-    reader: Callable[[PartitionReads], T]
+    __slots__ = ()
 
-    def apply(self, ops: Operations, now: int) -> T:
+    def read(self, reads: PartitionReads) -> T_co:
+        raise NotImplementedError
+
+    def apply(self, ops: Operations, now: int) -> T_co:
         return ops.read(self, now)
+
+
+# QSTATS of one partition: its counts, its counters and when its oldest ready item became ready.
+PartitionSnapshot = tuple[PartitionStats, PartitionCounters, "int | None"]
+
+
+@dataclass(slots=True)
+class ReadStats(Read[PartitionSnapshot]):
+    def read(self, reads: PartitionReads) -> PartitionSnapshot:
+        return reads.stats(), reads.counters(), reads.oldest_ready_enqueue_at()
+
+
+@dataclass(slots=True)
+class ReadItems(Read[list[StoredItem]]):
+    """QITEMS: items in seq order after `after_seq`, whatever their state, at most `limit`."""
+
+    after_seq: int
+    limit: int
+
+    def read(self, reads: PartitionReads) -> list[StoredItem]:
+        return reads.items(self.after_seq, self.limit)
+
+
+@dataclass(slots=True)
+class ReadItem(Read["StoredItem | None"]):
+    """QGET: the item of `seq`, whatever its state, or None."""
+
+    seq: int
+
+    def read(self, reads: PartitionReads) -> StoredItem | None:
+        return reads.get(self.seq)
 
 
 @dataclass(slots=True)
@@ -315,6 +349,11 @@ class Partition(PartitionReads, Protocol):
 
     def pending(self) -> int:
         """Requests submitted and not applied yet."""
+        ...
+
+    def read(self, op: Read[T]) -> asyncio.Future[T]:
+        """Answer `op` after the requests already submitted (at once if there are none and the engine can
+        read synchronously), so a read sees every earlier write of the same caller."""
         ...
 
     def accept_moved(self, ws: WriteSet, record: Record, now: int) -> None:

@@ -355,4 +355,4 @@ class KeyValueState(ItemMoves):
         still waits for the sync that follows the step's last write."""
         self.flush()
         reads: PartitionReads = self
-        return op.reader(reads)
+        return op.read(reads)

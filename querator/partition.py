@@ -17,6 +17,7 @@ from querator.engine import (
     EngineContext,
     Operation,
     QueueHandle,
+    Read,
     Release,
     Request,
 )
@@ -135,6 +136,13 @@ class PartitionActor:
 
     def pending(self) -> int:
         return len(self._inbox)
+
+    def read(self, op: Read[T]) -> asyncio.Future[T]:
+        if not self._inbox:  # idle: storage is consistent between steps
+            future: asyncio.Future[T] = self._engine.loop.create_future()
+            future.set_result(op.read(self))
+            return future
+        return self.submit(op)
 
     def submit(self, op: Operation[T]) -> asyncio.Future[T]:
         if self._stopping:

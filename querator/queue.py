@@ -20,8 +20,9 @@ from querator.engine import (
     Nudge,
     Operation,
     Partition,
-    PartitionReads,
+    PartitionSnapshot,
     Read,
+    ReadStats,
     Redrive,
     RedriveTarget,
     ReindexExpiry,
@@ -31,8 +32,6 @@ from querator.errors import QueratorError
 from querator.futures import combine, done, one_or_combined
 from querator.model import (
     LeasedItem,
-    PartitionCounters,
-    PartitionStats,
     QueueInfo,
     QueueOptions,
     QueueStats,
@@ -266,13 +265,13 @@ class Queue:
 
     def length(self) -> asyncio.Future[int]:
         """Items ready to lease now (QLEN)."""
-        return self.read(self.partitions, _ready, _total)
+        return self.read(self.partitions, _read_stats, _total_ready)
 
     def stats(self) -> asyncio.Future[QueueStats]:
         """QSTATS: every partition's counts and counters, read at the same point of each one's requests."""
-        return self.read(self.partitions, _snapshot, self._stats)
+        return self.read(self.partitions, _read_stats, self._stats)
 
-    def _stats(self, snapshots: list[_Snapshot]) -> QueueStats:
+    def _stats(self, snapshots: list[PartitionSnapshot]) -> QueueStats:
         parts = [s[0] for s in snapshots]
         counters = [s[1] for s in snapshots]
         now = self._engine.clock.now_ms()
@@ -301,32 +300,23 @@ class Queue:
     def read(
         self,
         partitions: Sequence[Partition],
-        reader: Callable[[PartitionReads], T],
+        op: Callable[[Partition], Read[T]],
         combine_all: Callable[[list[T]], R],
     ) -> asyncio.Future[R]:
         """Read each partition after the requests already handed to it, so a read sees every earlier write
-        of the same caller (a pipelined QPRODUCE then QLEN counts the produced items). An idle partition is
-        read at once; a busy one inside its next step, at the read's place in its inbox."""
-        loop = self._engine.loop
-        if not any(p.pending() for p in partitions):
-            return done(loop, combine_all([reader(p) for p in partitions]))
-        parts = [p.submit(Read(reader)) if p.pending() else done(loop, reader(p)) for p in partitions]
+        of the same caller (a pipelined QPRODUCE then QLEN counts the produced items)."""
+        parts = [p.read(op(p)) for p in partitions]
+        if all(part.done() and part.exception() is None for part in parts):  # idle partitions answer at once
+            return done(self._engine.loop, combine_all([part.result() for part in parts]))
         return combine(parts, combine_all)
 
 
-_Snapshot = tuple[PartitionStats, PartitionCounters, "int | None"]
+def _read_stats(_: Partition) -> ReadStats:
+    return ReadStats()
 
 
-def _ready(p: PartitionReads) -> int:
-    return p.ready
-
-
-def _total(counts: list[int]) -> int:
-    return sum(counts)
-
-
-def _snapshot(p: PartitionReads) -> _Snapshot:
-    return p.stats(), p.counters(), p.oldest_ready_enqueue_at()
+def _total_ready(snapshots: list[PartitionSnapshot]) -> int:
+    return sum(s[0].ready for s in snapshots)
 
 
 # Items one redrive step moves at most.

@@ -23,8 +23,9 @@ from querator.engine import (
     Complete,
     Extend,
     Partition,
-    PartitionReads,
     Produce,
+    ReadItem,
+    ReadItems,
     Remove,
     Retry,
 )
@@ -368,8 +369,8 @@ class Service:
         start_partition, after_seq = parse_after(after, len(q.partitions)) if after else (0, 0)
         indexes = [partition] if partition is not None else list(range(start_partition, len(q.partitions)))
 
-        def reader(p: PartitionReads) -> list[StoredItem]:
-            return p.items(after_seq if p.index == start_partition else 0, limit)
+        def reader(p: Partition) -> ReadItems:
+            return ReadItems(after_seq if p.index == start_partition else 0, limit)
 
         return q.read(
             [q.partitions[i] for i in indexes],
@@ -384,7 +385,7 @@ class Service:
         if not groups:
             return done(self.loop, None)
         ((index, (seq,)),) = groups.items()
-        return q.read([q.partitions[index]], lambda p: p.get(seq), lambda found: found[0])
+        return q.read([q.partitions[index]], lambda _: ReadItem(seq), lambda found: found[0])
 
     # -- pause, resume, redrive (SPEC 7) -----------------------------------------------------------------
 
