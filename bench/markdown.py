@@ -65,7 +65,7 @@ def figures_table(report: dict[str, Any], extra_args: str = "") -> str:
             f"| {cell(row['querator'], row['unit'])} | {cell(row['redis'], row['unit'])} | {ratio} "
             f"| {n} | `{command}` |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def pg_table(report: dict[str, Any], extra_args: str = "") -> str:
@@ -107,12 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = json.loads(args.json.read_text())
     print(machine_table(report))
-    print()
-    print(figures_table(report, args.extra_args))
-    pg = pg_table(report, args.extra_args)
-    if pg:
-        print()
-        print(pg)
+    for table in (figures_table(report, args.extra_args), pg_table(report, args.extra_args)):
+        if table:
+            print()
+            print(table)
     return 0
 
 
