@@ -61,7 +61,7 @@ postgres:
 
 # bench.run's PostgreSQL workloads alone: Querator on 1 and 2 nodes against the plain SKIP LOCKED queue.
 bench-pg: $(STAMP) postgres
-	$(BIN)/python -m bench.run --only cycle-pg produce-batch-pg backlog-pg $(ARGS)
+	$(BIN)/python -m bench.run --only cycle-pg produce-batch-pg handoff-pg backlog-pg $(ARGS)
 
 bench-pg-drivers: $(STAMP) postgres
 	$(BIN)/python -m bench.pg_drivers

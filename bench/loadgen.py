@@ -400,7 +400,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def handoff(
-    port: int,
+    port: Ports,
     dialect: Dialect,
     *,
     rate: float = 1000.0,
@@ -408,7 +408,11 @@ async def handoff(
     consumers: int = 8,
     time_limit: float = 30.0,
 ) -> HandoffResult:
-    """Latency from produce to a blocked consumer receiving the item, at a fixed open-loop rate."""
+    """Latency from produce to a blocked consumer receiving the item, at a fixed open-loop rate. With several
+    ports, the producer uses the first and the consumers are dealt over the others: every item crosses from
+    one node to another (SPEC 9's cross-node handoff)."""
+    ports = port_list(port)
+    consumer_ports = ports[1:] or ports
     total = int(rate * duration)
     errors: Counter[str] = Counter()
     latencies: list[int] = []
@@ -416,13 +420,9 @@ async def handoff(
     done = asyncio.Event()
     deadline = time.monotonic() + time_limit
 
-    setup = await Conn.open(port)
-    try:
-        await dialect.setup(setup)
-    finally:
-        await setup.close()
-    pconn = await Conn.open(port)
-    cconns = [await Conn.open(port) for _ in range(consumers)]
+    await setup_everywhere(ports, dialect)
+    pconn = await Conn.open(ports[0])
+    cconns = [await Conn.open(consumer_ports[i % len(consumer_ports)]) for i in range(consumers)]
 
     async def consume(conn: Conn, name: str) -> None:
         nonlocal last_receive
@@ -582,7 +582,7 @@ def run_produce_batch(port: Ports, target: str, **kwargs: Any) -> ProduceResult:
     return run_async(produce_batch(port, dialect_for(target), **kwargs))
 
 
-def run_handoff(port: int, target: str, **kwargs: Any) -> HandoffResult:
+def run_handoff(port: Ports, target: str, **kwargs: Any) -> HandoffResult:
     return run_async(handoff(port, dialect_for(target), **kwargs))
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.loadgen import run_async
+from bench.loadgen import HandoffResult, percentile, run_async
 from bench.pgcluster import PgCluster
 
 TABLE = "pgqueue_items"
@@ -416,6 +416,93 @@ async def steady(
         for c in cconns + pconns:
             await c.close()
     return BacklogStep(counted, elapsed, counted / elapsed, cpu / elapsed, min_backlog, dict(errors))
+
+
+async def handoff(
+    dsn: str, *, rate: float = 1000.0, duration: float = 3.0, consumers: int = 8, producers: int = 4
+) -> HandoffResult:
+    """loadgen.handoff on this queue: items produced one per INSERT at a fixed open-loop rate (each payload
+    its send time), consumers polling with LEASE 1 (1-20 ms backoff when empty); produce -> lease latency.
+    One connection commits one INSERT at a time, so the sends are dealt over `producers` connections to
+    keep the rate when a commit takes longer than the interval."""
+    total = int(rate * duration)
+    latencies: list[int] = []
+    errors: Counter[str] = Counter()
+    done = asyncio.Event()
+    last_receive = 0.0
+    await setup(dsn)
+    pconns = [await connect(dsn) for _ in range(producers)]
+    cconns = [await connect(dsn) for _ in range(consumers)]
+
+    async def consume(conn: asyncpg.Connection) -> None:
+        nonlocal last_receive
+        pause = POLL_MIN_S
+        while not done.is_set():
+            try:
+                rows = await conn.fetch(LEASE, 1)
+                now = time.perf_counter_ns()
+                if not rows:
+                    await asyncio.sleep(pause)
+                    pause = min(POLL_MAX_S, pause * 2)
+                    continue
+                pause = POLL_MIN_S
+                latencies.extend(now - int(r["payload"]) for r in rows)
+                last_receive = now / 1e9
+                await conn.execute(COMPLETE, [r["id"] for r in rows])
+            except asyncpg.PostgresError as exc:
+                errors[f"lease/complete: {type(exc).__name__}"] += 1
+
+    async def send(conn: asyncpg.Connection, lock: asyncio.Lock) -> None:
+        async with lock:  # one statement at a time per connection
+            try:
+                await conn.execute(PRODUCE, [str(time.perf_counter_ns()).encode()])
+            except asyncpg.PostgresError as exc:
+                errors[f"produce: {type(exc).__name__}"] += 1
+
+    locks = [asyncio.Lock() for _ in pconns]
+    ctasks = [asyncio.ensure_future(consume(c)) for c in cconns]
+    sends: list[asyncio.Future[None]] = []
+    cpu0 = time.process_time()
+    try:
+        await asyncio.sleep(0.3)
+        t0 = time.perf_counter()
+        for i in range(total):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            k = i % len(pconns)
+            sends.append(asyncio.ensure_future(send(pconns[k], locks[k])))
+        t_last = time.perf_counter()
+        await asyncio.gather(*sends)
+        wait_until = time.monotonic() + 10.0
+        while len(latencies) < total and time.monotonic() < wait_until:
+            await asyncio.sleep(0.01)
+    finally:
+        done.set()
+        await asyncio.gather(*ctasks, return_exceptions=True)
+        for c in pconns + cconns:
+            await c.close()
+    wall = max(t_last - t0, 1e-9)
+    ms = sorted(v / 1e6 for v in latencies)
+    if len(ms) < total:
+        errors[f"lost: {total - len(ms)} of {total} items never reached a consumer"] += 1
+    return HandoffResult(
+        sent=total,
+        received=len(ms),
+        rate=rate,
+        achieved_rate=total / wall,
+        p50_ms=percentile(ms, 0.50),
+        p99_ms=percentile(ms, 0.99),
+        max_ms=ms[-1] if ms else math.nan,
+        mean_ms=sum(ms) / len(ms) if ms else math.nan,
+        drain_ms=max(0.0, last_receive - t_last) * 1000 if ms else math.nan,
+        client_cpu=(time.process_time() - cpu0) / wall,
+        errors=dict(errors),
+    )
+
+
+def run_handoff(dsn: str, **kwargs: Any) -> HandoffResult:
+    return run_async(handoff(dsn, **kwargs))
 
 
 def run_fill(dsn: str, n: int, **kwargs: Any) -> BacklogStep:

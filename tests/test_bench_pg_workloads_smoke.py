@@ -1,6 +1,6 @@
-"""A short run of bench.run's PostgreSQL workloads (cycle-pg, produce-batch-pg, backlog-pg) on every side:
-Querator on one node, on two nodes sharing one database, and the plain SQL queue, each on its own
-throwaway cluster. It asserts that every side ran, reported figures and no problem (nothing lost, no
+"""A short run of bench.run's PostgreSQL workloads (cycle-pg, produce-batch-pg, handoff-pg, backlog-pg) on
+every side: Querator on one node, on two nodes sharing one database, and the plain SQL queue, each on its
+own throwaway cluster. It asserts that every side ran, reported figures and no problem (nothing lost, no
 error reply, every node really connected to the database); it asserts no speed (benchmarks are not
 tests). Skipped only when the PostgreSQL server binaries are missing."""
 
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.skipif(
     find_bindir() is None, reason="needs the PostgreSQL server binaries (Debian: postgresql; make postgres)"
 )
 
+TIMING_NOTES = ("fell behind", "producer reached only", "(stall)", "the client may be the limit")
+
 # Tiny sizes: enough to go through every step of each workload (the backlog fill, drain and refill too).
 SIZES = replace(
     run.QUICK,
@@ -30,6 +32,7 @@ SIZES = replace(
     steady_seconds=0.2,
     steady_windows=2,
     steady_warmup=0.05,
+    handoff_seconds=0.5,
 )
 
 
@@ -39,7 +42,11 @@ def test_pg_workload_runs_on_every_side(name: str) -> None:
     for side in workload.sides:
         result = run.run_one(workload, side, SIZES, 0)
         assert result.error is None, (side, result.error)
-        assert result.problems == [], (side, result.problems)
+        # Notes about timing (a handoff backlog, a slow producer, a stall) depend on how busy the machine
+        # is: they belong to the benchmark's report, not to a pass/fail test. Everything else (an error
+        # reply, an item lost or leased twice, a count that does not add up) fails the test.
+        problems = [p for p in result.problems if not any(t in p for t in TIMING_NOTES)]
+        assert problems == [], (side, problems)
         for metric in workload.metrics_for(SIZES):
             value = result.values.get(metric.key, math.nan)
             if metric.unit == run.CORES:
