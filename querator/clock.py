@@ -17,8 +17,11 @@ class Timer(Protocol):
 
 
 class Clock:
+    # Added to this machine's time: the postgres backend sets it so every node reads the database's clock.
+    offset_ms = 0
+
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return time.time_ns() // 1_000_000 + self.offset_ms
 
     def call_at(self, loop: asyncio.AbstractEventLoop, when_ms: int, callback: Callable[[], None]) -> Timer:
         """Call `callback` on `loop` once `now_ms() >= when_ms`. The loop is passed in because

@@ -35,6 +35,9 @@ class EngineContext:
     wait_for_sync: bool  # replies wait for the fsync (durability "fsync" on a durable backend)
     # Told how long each step's write took, until durable (ns): the storage commit histogram of SPEC 8.
     on_commit: Callable[[int], None] | None = None
+    # Other processes change the same storage (postgres): a partition's counts are estimates, so a lease
+    # or a wake-up asks a partition even when its count says it holds nothing.
+    shared: bool = False
 
 
 class QueueView(Protocol):
@@ -334,12 +337,26 @@ class PartitionReads(Protocol):
     def get(self, seq: int) -> StoredItem | None: ...
 
 
-class Partition(PartitionReads, Protocol):
+class Partition(Protocol):
     """The engine interface: one partition of one queue, applying operations in the order submitted.
 
     `submit` hands the operation over at once (ADR 5) and returns the future of its answer, set only
     once the change is as durable as the sync policy asks; it raises `TryAgainError` when the partition
     cannot take it (overloaded, stopping, failed storage)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def ready(self) -> int:
+        """Items ready to lease now (an estimate where other nodes share the storage)."""
+        ...
+
+    @property
+    def leased(self) -> int: ...
+
+    @property
+    def scheduled(self) -> int: ...
 
     def start(self) -> None: ...
 

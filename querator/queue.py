@@ -225,6 +225,11 @@ class Queue:
                 if partition.pending():
                     plan.append((partition, remaining))
                     break
+            else:
+                if self._engine.shared:  # counts are estimates: another node may have produced
+                    partition = partitions[start % n]
+                    self._lease_turn = (partition.index + 1) % n
+                    plan.append((partition, remaining))
         return plan
 
     def lease(self, count: int, block_ms: int | None) -> asyncio.Future[Items]:
@@ -244,8 +249,9 @@ class Queue:
 
     def _nudge(self) -> None:
         """Make the partitions holding ready items run a step, which deals them to the waiting line."""
+        shared = self._engine.shared
         for partition in self.partitions:
-            if partition.ready:
+            if partition.ready or shared:
                 partition.submit(Nudge())
 
     def by_ids(

@@ -7,6 +7,7 @@ the partition actors run after the clock moves (nothing here sleeps for expiry o
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,19 @@ START_MS = 1_700_000_000_000
 
 
 class Env:
-    """Builds services on one backend and data directory; `clock` is shared, so a reopened service
-    continues at the time the previous one stopped."""
+    """Builds services on one backend and data directory (or, for postgres, one database schema of its
+    own); `clock` is shared, so a reopened service continues at the time the previous one stopped."""
 
-    def __init__(self, backend: str, data: Path) -> None:
+    def __init__(self, backend: str, data: Path, dsn: str = "") -> None:
         self.backend = backend
         self.data = data
+        self.dsn = dsn
         self.clock = ManualClock(START_MS)
 
     def config(self, **overrides: Any) -> Config:
         values: dict[str, Any] = {"backend": self.backend, "data": str(self.data)}
+        if self.dsn:
+            values["postgres_dsn"] = self.dsn
         values.update(overrides)
         return Config(**values)
 
@@ -41,11 +45,11 @@ class Env:
         """A service on the real clock, for the few tests that measure real time (BLOCK timeouts)."""
         return Service(self.config(**overrides), clock=Clock())
 
-    @staticmethod
-    async def settle(rounds: int = 10) -> None:
-        """Yield to the loop so woken partition actors run their step."""
+    async def settle(self, rounds: int = 10) -> None:
+        """Yield to the loop so woken partition actors run their step (on postgres a step waits for the
+        database, so real time passes too)."""
         for _ in range(rounds):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.005 if self.backend == "postgres" else 0)
 
     async def advance(self, ms: int) -> None:
         """Move the clock (waking every partition actor) and let the actors apply their timers."""
@@ -74,14 +78,39 @@ class Env:
         return self.clock.now_ms()
 
 
-@pytest.fixture
-def env(backend: str, tmp_path: Path) -> Env:
-    return Env(backend, tmp_path / "data")
+@pytest.fixture(params=["memory", "rocksdb", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every storage backend; postgres on a throwaway cluster (skipped only without its binaries)."""
+    return str(request.param)
+
+
+_schemas = itertools.count()
 
 
 @pytest.fixture
-def rocks_env(backend: str, tmp_path: Path) -> Env:
-    """For restart tests: only RocksDB keeps anything across a close."""
-    if backend != "rocksdb":
+def env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Env:
+    if backend != "postgres":
+        return Env(backend, tmp_path / "data")
+    # One database per module (pg_dsn), one schema per test: as fresh as a new data directory.
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = f"t{next(_schemas)}"
+    asyncio.run(_create_schema(dsn, schema))
+    return Env(backend, tmp_path / "data", f"{dsn}?search_path={schema}")
+
+
+async def _create_schema(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def rocks_env(env: Env) -> Env:
+    """For restart tests: a durable backend (RocksDB, postgres); memory keeps nothing across a close."""
+    if env.backend == "memory":
         pytest.skip("restart needs a durable backend (memory keeps nothing across a close)")
-    return Env(backend, tmp_path / "data")
+    return env

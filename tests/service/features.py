@@ -61,3 +61,26 @@ async def stable_key_count(svc: Any, polls: int = 20) -> int:
 def exact(message: str) -> str:
     """A `pytest.raises(match=...)` pattern that matches `message` and nothing longer."""
     return f"^{re.escape(message)}$"
+
+
+async def remembered_keys(env: Any, svc: Any, queue: str = "q") -> int:
+    """How many deduplication keys the queue's storage holds: the key space on the key-value backends,
+    the rows of `querator_dedup` on postgres (read over a connection of the test's own)."""
+    if env.backend != "postgres":
+        return int(svc.queues[queue].dedup.count())
+    import asyncpg
+
+    conn = await asyncpg.connect(env.dsn)
+    try:
+        uid = svc.queues[queue].uid
+        return int(await conn.fetchval("SELECT count(*) FROM querator_dedup WHERE uid = $1", uid))
+    finally:
+        await conn.close()
+
+
+async def eventually_async(predicate: Callable[[], Any], what: str, seconds: float = 10.0) -> None:
+    """`eventually` for a predicate that must be awaited."""
+    deadline = time.monotonic() + seconds
+    while not await predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.01)

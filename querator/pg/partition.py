@@ -1,0 +1,565 @@
+"""SqlPartition: one asyncio task applies one partition's requests, in the order they were submitted,
+as one PostgreSQL transaction per step (group commit per node, as the key-value actor does with one write
+and one sync). Its counts (`ready`, `leased`, `scheduled`) are this node's estimates: exact after its own
+steps, refreshed from the shared counter rows every second and woken by other nodes' notifications;
+they only steer spreading and waking, never a decision about an item (those are made in SQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Any, Final, TypeGuard, TypeVar
+
+import asyncpg
+
+from querator.engine import (
+    Clear,
+    Complete,
+    EngineContext,
+    Extend,
+    Lease,
+    Nudge,
+    Operation,
+    Partition,
+    Produce,
+    QueueHandle,
+    Read,
+    Redrive,
+    ReindexExpiry,
+    Release,
+    Remove,
+    Request,
+    Retry,
+    SweepDedup,
+)
+from querator.errors import NoQueueError, QueratorError, TryAgainError
+from querator.ids import IdFormat, seq_of
+from querator.model import LeasedItem, QueueOptions
+from querator.pg import rows as R
+from querator.pg.schema import PartitionTables
+from querator.pg.step import SqlStep, StepResult
+from querator.records import DEAD_REASONS, Record
+from querator.store.base import WriteSet
+
+log = logging.getLogger("querator.partition")
+
+T = TypeVar("T")
+
+# Items one step applies at most, so one partition cannot hold a connection for long.
+_STEP_ITEMS: Final = 20_000
+# How often each partition looks for timers that other nodes (or a dead one) left: lease ends within 1 s.
+TIMER_PASS_MS: Final = 1000
+# Passes for timers this node knows are due run at most this often (seconds of real time).
+_KNOWN_PASS_S: Final = 0.02
+# Every this many passes a pass runs whatever the estimates say, in case they are wrong.
+_FULL_PASS_EVERY: Final = 10
+# Errors that mean the database cannot be used now: the step is rolled back (or never began), every
+# request in it answers -TRYAGAIN, and the next step tries again.
+DATABASE_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+_Result = tuple["asyncio.Future[Any]", object]
+
+
+@dataclass(slots=True)
+class SqlShared:
+    """What every SQL partition of one node shares."""
+
+    context: EngineContext
+    node: str  # this node's id, in counter rows and notifications
+    notify: bool  # send NOTIFY on commits that made items ready (postgres-notify)
+    channel: str
+    acquire_timeout: float = 5.0
+    pool: Any = None  # asyncpg.Pool, set when the backend opens
+    # Queue uid -> the future of its catalog write still in flight (a create or partition growth): the
+    # queue's partitions wait for it, so their tables exist before their first step.
+    gates: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            yield conn
+
+
+class SqlPartition:
+    """Implements `engine.Partition` for the SQL engine (backend postgres)."""
+
+    def __init__(self, shared: SqlShared, queue: QueueHandle, index: int) -> None:
+        self._shared = shared
+        self._context = shared.context
+        self._clock = shared.context.clock
+        self._queue = queue
+        self.index = index
+        self.uid = queue.uid
+        self.tables = PartitionTables(queue.uid, index)
+        self.ids = IdFormat(queue.uid, index)
+        self._writer = f"{shared.node}/{queue.uid}/{index}"
+        self._waiters = queue.waiters
+        self._waiting = queue.waiters.line
+        # Estimates (see the module's text).
+        self.ready = 0
+        self.leased = 0
+        self.scheduled = 0
+        self._maybe_ready = True  # items may be ready that the estimate does not show: look
+        # When this node knows a timer is due: lease deadlines, due times, expiry times and deduplication
+        # key ends it set (heaps).
+        self._known: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+        self._last_known_pass = 0.0
+        self._next_pass = 0
+        self._passes = 0
+        self._inbox: list[Request[Any]] = []
+        self._wake: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failing_since = 0.0
+
+    # -- what the step reads of its queue ---------------------------------------------------------------
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue.name
+
+    @property
+    def options(self) -> QueueOptions:
+        return self._queue.options
+
+    def dead_letter_target(self) -> SqlPartition | None:
+        target = self._queue.dead_letter_partition()
+        return None if target is None else self.same_engine(target)
+
+    def same_engine(self, partition: Partition) -> SqlPartition:
+        if not isinstance(partition, SqlPartition):
+            raise TypeError("items move between partitions of one engine only")
+        return partition
+
+    # -- estimates --------------------------------------------------------------------------------------
+
+    def refresh(self, ready: int, leased: int, scheduled: int) -> None:
+        """The counts summed over every node's counter rows (the backend's periodic refresh)."""
+        more = ready > self.ready
+        self.ready, self.leased, self.scheduled = max(0, ready), max(0, leased), max(0, scheduled)
+        if more and self._waiting:
+            self.poke()
+
+    @property
+    def has_waiters(self) -> bool:
+        return bool(self._waiting)
+
+    def poke(self) -> None:
+        """Items may have become ready here (another node's commit, a move from another queue)."""
+        self._maybe_ready = True
+        self.wake()
+
+    def expect_expiry(self, when: int) -> None:
+        """Items that arrived from another queue's step expire at `when`."""
+        heapq.heappush(self._known[2], when)
+        self.wake()
+
+    def _apply_deltas(self, deltas: list[int]) -> None:
+        self.ready = max(0, self.ready + deltas[R.READY])
+        self.leased = max(0, self.leased + deltas[R.LEASED])
+        self.scheduled = max(0, self.scheduled + deltas[R.SCHEDULED])
+
+    # -- engine.Partition -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._clock.subscribe(self.wake)
+        self._task = self._context.loop.create_task(
+            self._run(), name=f"partition {self._queue.name}/{self.index}"
+        )
+
+    async def stop(self, error: QueratorError | None = None) -> None:
+        self._clock.unsubscribe(self.wake)
+        if error is not None:
+            for request in self._inbox:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            self._inbox.clear()
+        self._stopping = True
+        self.wake()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def wake(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def pending(self) -> int:
+        return len(self._inbox)
+
+    def submit(self, op: Operation[T]) -> asyncio.Future[T]:
+        if self._stopping:
+            raise TryAgainError(f"partition is stopping; queue '{self._queue.name}'")
+        if len(self._inbox) >= self._context.inbox_limit:
+            raise TryAgainError(f"partition is overloaded; queue '{self._queue.name}' partition {self.index}")
+        future: asyncio.Future[T] = self._context.loop.create_future()
+        self._inbox.append(Request(op, future, op.weight))
+        self.wake()
+        return future
+
+    def read(self, op: Read[T]) -> asyncio.Future[T]:
+        """Always through a step: the database is read after the requests submitted before."""
+        return self.submit(op)
+
+    def accept_moved(self, ws: WriteSet, record: Record, now: int) -> None:
+        raise TypeError("the SQL engine moves items between queues in SQL, not in a write set")
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = self._context.loop
+        gate = self._shared.gates.get(self.uid)
+        if gate is not None:
+            await asyncio.wait([gate])  # the tables exist once the catalog write committed
+        await self._load()
+        while True:
+            now = self._clock.now_ms()
+            if not self._inbox and not self._timers_due(now) and not self._should_deal():
+                if self._stopping:
+                    return
+                self._wake = loop.create_future()
+                delay = max(0.0, (self._next_timer_at() - now) / 1000)
+                handle = loop.call_later(delay, self.wake)
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+                    handle.cancel()
+                continue
+            await self._step(now)
+            await asyncio.sleep(0)  # let the other connections and partitions run
+
+    async def _load(self) -> None:
+        """Learn the partition's counts and its next timers from the database, as the key-value engine
+        reads its leases and indexes at start: a schedule due in 3 s fires in 3 s, not at the next pass."""
+        t = self.tables
+        try:
+            async with self._shared.connection() as conn:
+                row = await conn.fetchrow(
+                    f"SELECT (SELECT min(deadline) FROM {t.items} WHERE state = 1), "
+                    f"(SELECT min(due_at) FROM {t.scheduled}), "
+                    f"(SELECT min(created_at) FROM {t.items} WHERE state = 0), "
+                    f"(SELECT min(created_at) FROM {t.scheduled}), "
+                    "(SELECT min(first_use) FROM querator_dedup WHERE uid = $1), "
+                    "(SELECT row(coalesce(sum(ready), 0), coalesce(sum(leased), 0), "
+                    "coalesce(sum(scheduled), 0)) FROM querator_counters WHERE uid = $1 AND partition = $2)",
+                    self.uid,
+                    self.index,
+                )
+        except (*DATABASE_ERRORS, QueratorError) as exc:
+            log.warning("could not load partition %s/%d: %r", self._queue.name, self.index, exc)
+            return
+        deadline, due, ready_created, scheduled_created, first_use, counts = row
+        self.refresh(int(counts[0]), int(counts[1]), int(counts[2]))
+        options = self._queue.options
+        created = [c for c in (ready_created, scheduled_created) if c is not None]
+        found = (
+            deadline,
+            due,
+            min(created) + options.expire_timeout if created and options.expire_timeout else None,
+            first_use + options.dedup_window if first_use is not None and options.dedup_window else None,
+        )
+        for times, when in zip(self._known, found, strict=True):
+            if when is not None:
+                heapq.heappush(times, int(when))
+
+    def _should_deal(self) -> bool:
+        return bool(self._waiting) and not self._queue.paused and (self.ready > 0 or self._maybe_ready)
+
+    def _next_timer_at(self) -> int:
+        return min([self._next_pass, *(times[0] for times in self._known if times)])
+
+    def _timers_due(self, now: int) -> bool:
+        return now >= self._next_pass or any(times and times[0] <= now for times in self._known)
+
+    def _timer_flags(self, now: int) -> tuple[bool, bool, bool, bool]:
+        """Which timer passes (lease ends, schedules, expiry, the deduplication key sweep) this step runs:
+        those this node knows are due
+        (at most every `_KNOWN_PASS_S` of real time, so steady traffic does not make every step a pass),
+        and every `TIMER_PASS_MS` those the estimates say may have work (all of them every few passes)."""
+        due = [bool(times) and times[0] <= now for times in self._known]
+        loop_time = self._context.loop.time()
+        if any(due) and loop_time - self._last_known_pass >= _KNOWN_PASS_S:
+            self._last_known_pass = loop_time
+            for times in self._known:
+                while times and times[0] <= now:
+                    heapq.heappop(times)
+        else:
+            due = [False, False, False, False]
+        if now < self._next_pass:
+            return due[0], due[1], due[2], due[3]
+        self._next_pass = now + TIMER_PASS_MS
+        self._passes += 1
+        full = self._passes % _FULL_PASS_EVERY == 1
+        expiry = bool(self._queue.options.expire_timeout) and (full or self.ready > 0 or self.scheduled > 0)
+        # Keys stored through a node that died are swept by partition 0 of every node.
+        sweep = due[3] or (self.index == 0 and bool(self._queue.options.dedup_window))
+        return (
+            due[0] or full or self.leased > 0,
+            due[1] or full or self.scheduled > 0,
+            due[2] or expiry,
+            sweep,
+        )
+
+    def _take_inbox(self) -> list[Request[Any]]:
+        inbox = self._inbox
+        weight = 0
+        for taken, request in enumerate(inbox):
+            weight += request.weight
+            if weight >= _STEP_ITEMS:
+                self._inbox = inbox[taken + 1 :]
+                return inbox[: taken + 1]
+        self._inbox = []
+        return inbox
+
+    # -- one step --------------------------------------------------------------------------------------
+
+    async def _step(self, now: int) -> None:
+        inbox = [r for r in self._take_inbox() if not r.future.done()]
+        timers = self._timer_flags(now)
+        started = perf_counter_ns()
+        results: list[_Result] = []
+        step: SqlStep | None = None
+        error: QueratorError | None = None
+        try:
+            async with self._shared.connection() as conn, conn.transaction():
+                step = SqlStep(self, conn, now)
+                if any(timers):
+                    await step.run_timers(*timers)
+                results = await self._apply(step, inbox)
+                if self._should_deal():
+                    results.extend(await self._deal(step))
+                await self._write_counters(conn, step.result)
+        except asyncpg.UndefinedTableError:
+            error = NoQueueError(self._queue.name)  # deleted through another node
+        except DATABASE_ERRORS as exc:
+            error = self._unavailable(exc)
+        except Exception:
+            log.exception("step failed on %s/%d", self._queue.name, self.index)
+            error = QueratorError("internal error; see the server log")
+        if error is not None or step is None:
+            self._resolve([(r.future, None) for r in inbox] + results, error or QueratorError("no step"))
+            return
+        self._failing_since = 0.0
+        self._committed(step.result)
+        on_commit = self._context.on_commit
+        if on_commit is not None:
+            on_commit(perf_counter_ns() - started)
+        self._resolve(results, None)
+
+    def _unavailable(self, exc: BaseException) -> TryAgainError:
+        """The database failed this step: log once per outage, not per step."""
+        loop_time = self._context.loop.time()
+        if not self._failing_since:
+            self._failing_since = loop_time
+            log.warning(
+                "database unavailable",
+                extra={"fields": {"queue": self._queue.name, "partition": self.index, "error": repr(exc)}},
+            )
+        return TryAgainError(f"database unavailable; {type(exc).__name__}: {exc}")
+
+    async def _apply(self, step: SqlStep, inbox: list[Request[Any]]) -> list[_Result]:
+        """Each request's answer. A read answers at its place in the order: the writes before it are
+        applied first, grouped so the step needs few statements (see `_apply_writes`)."""
+        answers: dict[int, object] = {}
+        writes: list[int] = []
+        for i, request in enumerate(inbox):
+            if isinstance(request.op, Read):
+                await self._apply_writes(step, inbox, writes, answers)
+                writes = []
+                answers[i] = await step.read(request.op)
+            else:
+                writes.append(i)
+        await self._apply_writes(step, inbox, writes, answers)
+        return [(inbox[i].future, answers[i]) for i in range(len(inbox)) if i in answers]
+
+    async def _apply_writes(
+        self, step: SqlStep, inbox: list[Request[Any]], indexes: list[int], answers: dict[int, object]
+    ) -> None:
+        """Writes between two reads: lease ends first, in order (consecutive completes in one DELETE),
+        then produces (plain ones in one INSERT per label set), then leases (one UPDATE for all), then the
+        rest in order. Concurrent callers may be served in any order; one caller's pipelined calls keep
+        theirs where it matters (a lease sees the items produced before it, a complete ends a lease
+        dealt before it)."""
+        plain: dict[tuple[bytes, bytes, bytes], list[int]] = {}
+        leases: list[int] = []
+        later: list[int] = []
+        completes: list[int] = []
+
+        async def flush_completes() -> None:
+            if completes:
+                counts = await step.complete([_as(Complete, inbox[i].op) for i in completes])
+                answers.update(zip(completes, counts, strict=True))
+                completes.clear()
+
+        for i in indexes:
+            op = inbox[i].op
+            if isinstance(op, Complete):
+                completes.append(i)
+                continue
+            if isinstance(op, (Retry, Release, Extend, Remove)):
+                await flush_completes()
+                answers[i] = await _BY_IDS[type(op)](step, op)
+            elif isinstance(op, Produce):
+                if op.due <= step.now and (op.dedup is None or not self.options.dedup_window):
+                    plain.setdefault((op.kind, op.reference, op.encoding), []).append(i)
+                else:
+                    later.append(i)
+            elif isinstance(op, Lease):
+                leases.append(i)
+            else:
+                later.append(i)
+        await flush_completes()
+        for group in plain.values():
+            ids = await step.produce_plain([_as(Produce, inbox[i].op) for i in group])
+            answers.update(zip(group, ids, strict=True))
+        for i in later:
+            op = inbox[i].op
+            if isinstance(op, Produce):
+                answers[i] = await step.produce(op)
+        if leases:
+            await self._lease(step, inbox, leases, answers)
+        for i in later:
+            op = inbox[i].op
+            if not isinstance(op, Produce):
+                answers[i] = await self._other(step, op)
+
+    async def _lease(
+        self, step: SqlStep, inbox: list[Request[Any]], leases: list[int], answers: dict[int, object]
+    ) -> None:
+        if self._queue.paused:  # paused after these leases were handed over: they answer empty
+            answers.update((i, []) for i in leases)
+            return
+        counts = [_as(Lease, inbox[i].op).count for i in leases]
+        items = await step.lease(sum(counts))
+        at = 0
+        for i, count in zip(leases, counts, strict=True):
+            answers[i] = items[at : at + count]
+            at += count
+
+    async def _other(self, step: SqlStep, op: Operation[Any]) -> object:
+        if isinstance(op, Clear):
+            return await step.clear(op)
+        if isinstance(op, ReindexExpiry):
+            return await step.reindex_expiry(op)
+        if isinstance(op, Redrive):
+            return await step.redrive(op)
+        if isinstance(op, SweepDedup):
+            return await step.sweep_dedup(op)
+        if isinstance(op, Nudge):
+            self._maybe_ready = True
+            return None
+        raise TypeError(f"the SQL engine has no operation {type(op).__name__}")
+
+    async def _deal(self, step: SqlStep) -> list[_Result]:
+        """Lease for the consumers waiting on this node, in the step's transaction; items no waiter took
+        after all (one left while the lease ran) go back in place."""
+        wanted = sum(w.count for w in self._waiting if not w.future.done())
+        self._maybe_ready = False
+        if not wanted:
+            return []
+        items = await step.lease(wanted)
+        if not items:
+            return []
+        dealt = self._waiters.deal(lambda count: items[:count])
+        taken = sum(len(got) for _, got in dealt)
+        if taken < len(items):
+            await step.unlease([seq_of(item.id) for item in items[taken:]])
+        return list(dealt)
+
+    async def _write_counters(self, conn: Any, result: StepResult) -> None:
+        deltas = result.deltas
+        if not deltas.rows:
+            return
+        uids, partitions, *counters = deltas.parameters()
+        if result.woken and self._shared.notify:
+            woken = ",".join(sorted({str(p.uid) for p in result.woken}))
+            await conn.execute(
+                R.upsert_counters(True),
+                uids,
+                partitions,
+                self._writer,
+                *counters,
+                self._shared.channel,
+                f"{self._shared.node} {woken}",
+            )
+        else:
+            await conn.execute(R.upsert_counters(False), uids, partitions, self._writer, *counters)
+
+    def _committed(self, result: StepResult) -> None:
+        """The step's transaction committed: bring this node's estimates and timers in step with it."""
+        for (uid, index), deltas in result.deltas.rows.items():
+            if uid == self.uid and index == self.index:
+                self._apply_deltas(deltas)
+        for partition in result.woken:
+            if partition is not self:
+                deltas_of = result.deltas.of(partition.uid, partition.index)
+                if deltas_of is not None:
+                    partition._apply_deltas(deltas_of)
+                partition.poke()
+        for partition, expires in result.arrived.items():
+            if expires:
+                partition.expect_expiry(expires)
+        if result.emptied:
+            self.ready = 0
+        found_times = (result.deadlines, result.dues, result.expiries, result.sweeps)
+        for times, found in zip(self._known, found_times, strict=True):
+            for when in found:
+                heapq.heappush(times, when)
+        for why, count in result.dead.items():
+            fields = {
+                "queue": self._queue.name,
+                "partition": self.index,
+                "count": count,
+                "reason": DEAD_REASONS[why],
+                "dead_queue": self._queue.options.dead_queue or "-",
+            }
+            log.info("items dead-lettered", extra={"fields": fields})
+
+    def _resolve(self, results: list[_Result], error: QueratorError | None) -> None:
+        abandoned: list[int] = []
+        for future, result in results:
+            if future.done():
+                # Cancelled before its reply: leased items it will never see go back to the queue.
+                if error is None and _is_lease(result):
+                    abandoned.extend(seq_of(item.id) for item in result)
+                continue
+            if error is not None:
+                future.set_exception(error)
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if abandoned and not self._stopping:
+            self.submit(Release(abandoned))
+
+
+_BY_IDS: Final[dict[type, Callable[[SqlStep, Any], Any]]] = {
+    Retry: SqlStep.retry,
+    Release: SqlStep.release,
+    Extend: SqlStep.extend,
+    Remove: SqlStep.remove,
+}
+
+
+Op = TypeVar("Op")
+
+
+def _as(kind: type[Op], op: object) -> Op:
+    """`op`, which the step sorted by its type, as that type."""
+    assert isinstance(op, kind)
+    return op
+
+
+def _is_lease(result: object) -> TypeGuard[list[LeasedItem]]:
+    return type(result) is list and bool(result) and type(result[0]) is LeasedItem
