@@ -117,6 +117,7 @@ class PostgresBackend:
             max_size=self._config.postgres_pool_size,
             statement_cache_size=_STATEMENT_CACHE,
             command_timeout=30,
+            reset=_keep_session,
         )
         self._shared.pool = self._pool
         async with self._pool.acquire() as conn:
@@ -305,3 +306,8 @@ class PostgresBackend:
         task = self._loop.create_task(coroutine)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+
+async def _keep_session(conn: Any) -> None:
+    """A connection goes back to the pool as it is: steps leave no session state behind (no LISTEN, no
+    session locks, no open transaction), and asyncpg's default reset would cost a round trip per step."""

@@ -40,6 +40,7 @@ from querator.engine import (
 from querator.errors import NoQueueError, QueratorError, TryAgainError
 from querator.ids import IdFormat, seq_of
 from querator.model import LeasedItem, QueueOptions
+from querator.pg import cycle
 from querator.pg import rows as R
 from querator.pg.schema import PartitionTables
 from querator.pg.step import SqlStep, StepResult
@@ -56,8 +57,8 @@ _STEP_ITEMS: Final = 20_000
 TIMER_PASS_MS: Final = 1000
 # Passes for timers this node knows are due run at most this often (seconds of real time).
 _KNOWN_PASS_S: Final = 0.02
-# Every this many passes a pass runs whatever the estimates say, in case they are wrong.
-_FULL_PASS_EVERY: Final = 10
+# Partition 0 of each queue sweeps deduplication keys no live node knows about this often.
+_SWEEP_EVERY_MS: Final = 30_000
 # Errors that mean the database cannot be used now: the step is rolled back (or never began), every
 # request in it answers -TRYAGAIN, and the next step tries again.
 DATABASE_ERRORS: Final = (
@@ -115,11 +116,12 @@ class SqlPartition:
         self._known: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
         self._last_known_pass = 0.0
         self._next_pass = 0
-        self._passes = 0
+        self._next_sweep = 0
         self._inbox: list[Request[Any]] = []
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stepping = False
         self._failing_since = 0.0
 
     # -- what the step reads of its queue ---------------------------------------------------------------
@@ -164,7 +166,7 @@ class SqlPartition:
         heapq.heappush(self._known[2], when)
         self.wake()
 
-    def _apply_deltas(self, deltas: list[int]) -> None:
+    def apply_deltas(self, deltas: list[int]) -> None:
         self.ready = max(0, self.ready + deltas[R.READY])
         self.leased = max(0, self.leased + deltas[R.LEASED])
         self.scheduled = max(0, self.scheduled + deltas[R.SCHEDULED])
@@ -228,7 +230,7 @@ class SqlPartition:
                 if self._stopping:
                     return
                 self._wake = loop.create_future()
-                delay = max(0.0, (self._next_timer_at() - now) / 1000)
+                delay = max(_KNOWN_PASS_S / 2, (self._next_timer_at() - now) / 1000)
                 handle = loop.call_later(delay, self.wake)
                 try:
                     await self._wake
@@ -236,7 +238,11 @@ class SqlPartition:
                     self._wake = None
                     handle.cancel()
                 continue
-            await self._step(now)
+            self._stepping = True
+            try:
+                await self._step(now)
+            finally:
+                self._stepping = False
             await asyncio.sleep(0)  # let the other connections and partitions run
 
     async def _load(self) -> None:
@@ -280,13 +286,23 @@ class SqlPartition:
         return min([self._next_pass, *(times[0] for times in self._known if times)])
 
     def _timers_due(self, now: int) -> bool:
-        return now >= self._next_pass or any(times and times[0] <= now for times in self._known)
+        if now >= self._next_pass:
+            return True
+        known = any(times and times[0] <= now for times in self._known)
+        return known and self._context.loop.time() - self._last_known_pass >= _KNOWN_PASS_S
+
+    @property
+    def idle(self) -> bool:
+        """Nothing submitted, no step running, no timer due: what a test waits for after moving a clock."""
+        now = self._clock.now_ms()
+        known = any(times and times[0] <= now for times in self._known)
+        return not self._inbox and not self._stepping and not known and now < self._next_pass
 
     def _timer_flags(self, now: int) -> tuple[bool, bool, bool, bool]:
         """Which timer passes (lease ends, schedules, expiry, the deduplication key sweep) this step runs:
         those this node knows are due
         (at most every `_KNOWN_PASS_S` of real time, so steady traffic does not make every step a pass),
-        and every `TIMER_PASS_MS` those the estimates say may have work (all of them every few passes)."""
+        and every `TIMER_PASS_MS` those the estimates say may have work."""
         due = [bool(times) and times[0] <= now for times in self._known]
         loop_time = self._context.loop.time()
         if any(due) and loop_time - self._last_known_pass >= _KNOWN_PASS_S:
@@ -299,15 +315,18 @@ class SqlPartition:
         if now < self._next_pass:
             return due[0], due[1], due[2], due[3]
         self._next_pass = now + TIMER_PASS_MS
-        self._passes += 1
-        full = self._passes % _FULL_PASS_EVERY == 1
-        expiry = bool(self._queue.options.expire_timeout) and (full or self.ready > 0 or self.scheduled > 0)
-        # Keys stored through a node that died are swept by partition 0 of every node.
-        sweep = due[3] or (self.index == 0 and bool(self._queue.options.dedup_window))
+        options = self._queue.options
+        # The estimates are the counter rows summed each second: exact but for the last second's steps.
+        waiting = self.ready > 0 or self.scheduled > 0
+        sweep = due[3]
+        if self.index == 0 and options.dedup_window and now >= self._next_sweep:
+            # Keys stored through a node that died (a lookup already ignores them once expired).
+            self._next_sweep = now + _SWEEP_EVERY_MS
+            sweep = True
         return (
-            due[0] or full or self.leased > 0,
-            due[1] or full or self.scheduled > 0,
-            due[2] or expiry,
+            due[0] or self.leased > 0,
+            due[1] or self.scheduled > 0,
+            due[2] or (bool(options.expire_timeout) and waiting),
             sweep,
         )
 
@@ -327,6 +346,11 @@ class SqlPartition:
     async def _step(self, now: int) -> None:
         inbox = [r for r in self._take_inbox() if not r.future.done()]
         timers = self._timer_flags(now)
+        if not inbox and not any(timers) and not self._should_deal():
+            return
+        if not any(timers) and self._one_statement(inbox, now):
+            await self._step_cycle(now, inbox)
+            return
         started = perf_counter_ns()
         results: list[_Result] = []
         step: SqlStep | None = None
@@ -352,6 +376,142 @@ class SqlPartition:
             return
         self._failing_since = 0.0
         self._committed(step.result)
+        on_commit = self._context.on_commit
+        if on_commit is not None:
+            on_commit(perf_counter_ns() - started)
+        self._resolve(results, None)
+
+    def _one_statement(self, inbox: list[Request[Any]], now: int) -> bool:
+        """Whether the step is the common one `cycle.py` does in one statement: completes, produces due
+        now without DEDUP and with one set of labels, leases."""
+        labels: tuple[bytes, bytes, bytes] | None = None
+        dedup = bool(self.options.dedup_window)
+        for request in inbox:
+            op = request.op
+            kind = type(op)
+            if kind is Complete or kind is Lease or kind is Nudge:
+                continue
+            if kind is not Produce:
+                return False
+            assert isinstance(op, Produce)
+            if op.due > now or (op.dedup is not None and dedup):
+                return False
+            if labels is None:
+                labels = (op.kind, op.reference, op.encoding)
+            elif labels != (op.kind, op.reference, op.encoding):
+                return False
+        return True
+
+    async def _step_cycle(self, now: int, inbox: list[Request[Any]]) -> None:
+        started = perf_counter_ns()
+        completes: list[Complete] = []
+        produces: list[Produce] = []
+        leases: list[Lease] = []
+        for request in inbox:
+            op = request.op
+            if isinstance(op, Complete):
+                completes.append(op)
+            elif isinstance(op, Produce):
+                produces.append(op)
+            elif isinstance(op, Lease):
+                leases.append(op)
+            else:
+                self._maybe_ready = True  # a Nudge: deal to the waiters below
+        paused = self._queue.paused
+        deal = bool(self._waiting) and not paused and (self.ready > 0 or self._maybe_ready or bool(produces))
+        wanted = sum(w.count for w in self._waiting if not w.future.done()) if deal else 0
+        asked = 0 if paused else sum(op.count for op in leases)
+        count = asked + wanted
+        payloads = [p for op in produces for p in op.payloads]
+        options = self.options
+        shape = cycle.Shape(
+            bool(completes), bool(payloads), count > 0, bool(options.expire_timeout), self._shared.notify
+        )
+        labels = (
+            (produces[0].kind, produces[0].reference, produces[0].encoding) if produces else (b"", b"", b"")
+        )
+        deadline = now + options.lease_timeout
+        note = f"{self._shared.node} {self.uid}"
+        try:
+            async with self._shared.connection() as conn:
+                rows = await conn.fetch(
+                    cycle.statement(self.tables, shape),
+                    *cycle.parameters(
+                        now,
+                        self.uid,
+                        self.index,
+                        self._writer,
+                        [seq for op in completes for seq in op.seqs],
+                        payloads,
+                        labels,
+                        count,
+                        deadline,
+                        now - options.expire_timeout,
+                        self._shared.channel,
+                        note,
+                    ),
+                )
+        except asyncpg.UndefinedTableError:
+            self._resolve([(r.future, None) for r in inbox], NoQueueError(self._queue.name))
+            return
+        except DATABASE_ERRORS as exc:
+            self._resolve([(r.future, None) for r in inbox], self._unavailable(exc))
+            return
+        self._failing_since = 0.0
+        ended: set[int] = set()
+        made: list[int] = []
+        leased: list[Any] = []
+        for row in rows:
+            part = row[0]
+            if part == 0:
+                ended.add(row[1])
+            elif part == 1:
+                made.append(row[1])
+                if row[2] == 1:
+                    leased.append(row[1:])
+            elif part == 2:
+                leased.append(row[1:])
+        made.sort()
+        leased.sort(key=lambda r: r[0])
+        items = [LeasedItem(self.ids.one(r[0]), r[2], r[3], deadline, r[4], r[5], r[6]) for r in leased]
+        results: list[_Result] = []
+        ids = list(self.ids.many(made))
+        at = 0
+        left = set(ended)
+        taken = 0
+        for request in inbox:
+            op = request.op
+            if isinstance(op, Complete):
+                mine = left.intersection(op.seqs)
+                left -= mine
+                results.append((request.future, len(mine)))
+            elif isinstance(op, Produce):
+                results.append((request.future, ids[at : at + len(op.payloads)]))
+                at += len(op.payloads)
+            elif isinstance(op, Lease):
+                got = [] if paused else items[taken : taken + op.count]
+                taken += len(got)
+                results.append((request.future, got))
+            else:
+                results.append((request.future, None))
+        self.apply_deltas(
+            [len(made) - len(leased), len(leased) - len(ended), 0, *([0] * (len(R.COUNTERS) - 3))]
+        )
+        if leased:
+            heapq.heappush(self._known[0], deadline)
+        if made and options.expire_timeout:
+            heapq.heappush(self._known[2], now + options.expire_timeout)
+        if len(items) < count:
+            self.ready = 0
+        if deal:
+            self._maybe_ready = False
+            rest = items[taken:]
+            dealt = self._waiters.deal(lambda n: rest[:n]) if rest else []
+            results.extend(dealt)
+            given = sum(len(got) for _, got in dealt)
+            if given < len(rest):
+                # A waiter left while the statement ran: its items go back through a normal step.
+                self.submit(Release([seq_of(item.id) for item in rest[given:]]))
         on_commit = self._context.on_commit
         if on_commit is not None:
             on_commit(perf_counter_ns() - started)
@@ -500,16 +660,16 @@ class SqlPartition:
         """The step's transaction committed: bring this node's estimates and timers in step with it."""
         for (uid, index), deltas in result.deltas.rows.items():
             if uid == self.uid and index == self.index:
-                self._apply_deltas(deltas)
-        for partition in result.woken:
-            if partition is not self:
-                deltas_of = result.deltas.of(partition.uid, partition.index)
+                self.apply_deltas(deltas)
+        for moved_to in result.woken:
+            if moved_to is not self and isinstance(moved_to, SqlPartition):
+                deltas_of = result.deltas.of(moved_to.uid, moved_to.index)
                 if deltas_of is not None:
-                    partition._apply_deltas(deltas_of)
-                partition.poke()
-        for partition, expires in result.arrived.items():
-            if expires:
-                partition.expect_expiry(expires)
+                    moved_to.apply_deltas(deltas_of)
+                moved_to.poke()
+        for arrived_at, expires in result.arrived.items():
+            if expires and isinstance(arrived_at, SqlPartition):
+                arrived_at.expect_expiry(expires)
         if result.emptied:
             self.ready = 0
         found_times = (result.deadlines, result.dues, result.expiries, result.sweeps)

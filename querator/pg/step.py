@@ -8,12 +8,13 @@ database's time (see `DatabaseClock`), never a node's own."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from querator.engine import (
     Clear,
     Complete,
     Extend,
+    Partition,
     Produce,
     Read,
     ReadItem,
@@ -27,14 +28,31 @@ from querator.engine import (
     SweepDedup,
 )
 from querator.ids import IdFormat
-from querator.model import LeasedItem, PartitionCounters, PartitionStats
+from querator.model import LeasedItem, PartitionCounters, PartitionStats, QueueOptions
 from querator.pg import rows as R
 from querator.pg.rows import Deltas, Item
 from querator.pg.schema import PartitionTables
 from querator.records import DEAD_EXPIRED, DEAD_MAX_ATTEMPTS, DEAD_RETRY, Record
 
-if TYPE_CHECKING:
-    from querator.pg.partition import SqlPartition
+
+class StepPartition(Protocol):
+    """What a step needs of its partition, and of the partitions it moves items to."""
+
+    uid: int
+    index: int
+    tables: PartitionTables
+    ids: IdFormat
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def options(self) -> QueueOptions: ...
+
+    def dead_letter_target(self) -> StepPartition | None: ...
+
+    def same_engine(self, partition: Partition) -> StepPartition: ...
+
 
 # Timer work (ended leases, due schedules, expired items) one step does at most; the rest next step.
 TIMER_BUDGET: Final = 5000
@@ -48,7 +66,7 @@ class StepResult:
 
     deltas: Deltas = field(default_factory=Deltas)
     # Partitions (of this or another queue) that got ready items: their waiters may be served.
-    woken: set[SqlPartition] = field(default_factory=set)
+    woken: set[StepPartition] = field(default_factory=set)
     # Lease deadlines and due times this step set: when this node's timers should look again.
     deadlines: list[int] = field(default_factory=list)
     dues: list[int] = field(default_factory=list)
@@ -58,13 +76,13 @@ class StepResult:
     emptied: bool = False
     dead: dict[int, int] = field(default_factory=dict)  # dead-lettered items by records.DEAD_*
     # Other partitions that got items, with when the first of them expires (0: no expire timeout).
-    arrived: dict[SqlPartition, int] = field(default_factory=dict)
+    arrived: dict[StepPartition, int] = field(default_factory=dict)
 
 
 class SqlStep:
     """Applies operations to one partition's tables on `conn`, inside the caller's transaction."""
 
-    def __init__(self, partition: SqlPartition, conn: Any, now: int) -> None:
+    def __init__(self, partition: StepPartition, conn: Any, now: int) -> None:
         self.p = partition
         self.conn = conn
         self.now = now
@@ -124,7 +142,7 @@ class SqlStep:
         ]
         await self.move_to(target, arrived)
 
-    async def move_to(self, target: SqlPartition, items: list[Item]) -> None:
+    async def move_to(self, target: StepPartition, items: list[Item]) -> None:
         """Items arrive at the tail of another queue's partition, counted as produced there."""
         await self.conn.fetch(R.insert_ready(target.tables), *R.columns(items))
         expire = target.options.expire_timeout
@@ -421,7 +439,7 @@ class SqlStep:
     async def redrive(self, op: Redrive) -> int:
         """Ready items, oldest first, each to where `op.target` sends it (as a fresh produce); those it
         leaves stay. Rows another node's step holds are skipped."""
-        moved: dict[SqlPartition, list[Item]] = {}
+        moved: dict[StepPartition, list[Item]] = {}
         taken: list[int] = []
         after = -1
         while len(taken) < op.limit:

@@ -30,6 +30,7 @@ class Env:
         self.data = data
         self.dsn = dsn
         self.clock = ManualClock(START_MS)
+        self._services: list[Service] = []
 
     def config(self, **overrides: Any) -> Config:
         values: dict[str, Any] = {"backend": self.backend, "data": str(self.data)}
@@ -39,17 +40,27 @@ class Env:
         return Config(**values)
 
     def service(self, **overrides: Any) -> Service:
-        return Service(self.config(**overrides), clock=self.clock)
+        svc = Service(self.config(**overrides), clock=self.clock)
+        self._services.append(svc)
+        return svc
 
     def real_time_service(self, **overrides: Any) -> Service:
         """A service on the real clock, for the few tests that measure real time (BLOCK timeouts)."""
         return Service(self.config(**overrides), clock=Clock())
 
     async def settle(self, rounds: int = 10) -> None:
-        """Yield to the loop so woken partition actors run their step (on postgres a step waits for the
-        database, so real time passes too)."""
+        """Yield to the loop so woken partition actors run their step. On postgres a step waits for the
+        database: wait until every partition has nothing left to do (as a key-value step would have)."""
         for _ in range(rounds):
-            await asyncio.sleep(0.005 if self.backend == "postgres" else 0)
+            await asyncio.sleep(0)
+        if self.backend != "postgres":
+            return
+        deadline = asyncio.get_running_loop().time() + 10
+        quiet = 0
+        while quiet < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.002)
+            partitions = [p for svc in self._services for q in svc.queues.values() for p in q.partitions]
+            quiet = quiet + 1 if all(getattr(p, "idle", True) for p in partitions) else 0
 
     async def advance(self, ms: int) -> None:
         """Move the clock (waking every partition actor) and let the actors apply their timers."""

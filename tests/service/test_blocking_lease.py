@@ -34,9 +34,14 @@ def test_lease_without_block_never_waits(env) -> None:
         async with env.service() as svc:
             await svc.create_queue("q")
             future = svc.lease("q")
-            await env.settle(2)
-            assert future.done()
-            assert await future == []
+            if env.backend == "postgres":
+                # It asks the database (another node may have produced), which takes real time; it still
+                # does not join the waiting line, and the manual clock never moves here.
+                assert await asyncio.wait_for(future, 10) == []
+            else:
+                await env.settle(2)
+                assert future.done()
+                assert await future == []
             assert (await svc.queue_stats("q")).waiting_consumers == 0
 
     run(main())
