@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from querator.clients import ClientState, ServerState
 from querator.commands.reply import Deferred
-from querator.errors import QueratorError
+from querator.errors import OutcomeUnknownError, QueratorError
 from querator.resp import NEED_DATA, ParserLimits, ProtocolError, RequestParser, encode, encode_error
 
 log = logging.getLogger("querator.connection")
@@ -57,6 +57,7 @@ class Connection(asyncio.Protocol):
         self._pending: deque[bytes | Deferred] = deque()
         self._blocker: asyncio.Future[Any] | None = None
         self._closing = False
+        self._abandoned = False  # a reply could not be told truthfully: the connection is hung up
         # Server shutdown: read nothing more, but run and answer what was already received.
         self._draining = False
         self._reading_paused = False
@@ -292,6 +293,8 @@ class Connection(asyncio.Protocol):
         future = deferred.future
         if future.done() and not self._pending:
             self._out.append(self._encode_deferred(deferred))
+            if self._abandoned:
+                self._hang_up()
             return
         self._pending.append(deferred)
         if not future.done():
@@ -311,6 +314,9 @@ class Connection(asyncio.Protocol):
             elif head.future.done():  # type: ignore[union-attr]
                 out.append(self._encode_deferred(head))  # type: ignore[arg-type]
                 self._in_flight -= head.weight  # type: ignore[union-attr]
+                if self._abandoned:
+                    self._hang_up()
+                    return
             else:
                 break
             pending.popleft()
@@ -325,6 +331,13 @@ class Connection(asyncio.Protocol):
 
     def _encode_deferred(self, deferred: Deferred) -> bytes:
         """The reply, and the command's statistics: its whole duration, and whether it failed."""
+        future = deferred.future
+        if not future.cancelled() and isinstance(future.exception(), OutcomeUnknownError):
+            # Neither a success nor an error can be told truthfully: hang up, as a crashed server would,
+            # after the replies before this one (SPEC 9; ADR 19).
+            log.warning("closing client %s: %s", self.client.addr, future.exception())
+            self._abandoned = True
+            return b""
         reply = _encode_deferred(deferred)
         stats = deferred.stats
         if stats is not None:
@@ -334,6 +347,15 @@ class Connection(asyncio.Protocol):
             if stats is not None:
                 stats.failed += 1
         return reply
+
+    def _hang_up(self) -> None:
+        """Send the replies before the abandoned one, then close: no later reply is sent."""
+        self._pending.clear()
+        self._backlog = False
+        self._closing = True
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self._server.stats.protocol_errors += 1

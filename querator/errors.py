@@ -37,6 +37,17 @@ class QueueExistsError(QueratorError):
         super().__init__(f"queue '{name}' already exists")
 
 
+class OutcomeUnknownError(QueratorError):
+    """The database connection was lost while the change was being committed: it may have been applied
+    or not, and no reply can say which. The RESP front end hangs up instead of replying (a client then
+    treats it as it would a crashed server); in-process callers get this error."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"connection to the database lost during the commit; the change may be applied; {detail}"
+        )
+
+
 class TryAgainError(QueratorError):
     """The partition is overloaded or its storage failed; nothing was applied."""
 

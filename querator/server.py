@@ -118,7 +118,10 @@ class Server:
         )
 
     def _storage_note(self) -> str:
-        """What the storage promises: durability means nothing to the memory backend."""
+        """What the storage promises: durability means nothing to the memory backend, and on postgres the
+        database's synchronous_commit decides it (SPEC 9)."""
+        if self.config.backend == "postgres":
+            return "backend postgres, every reply after its commit"
         if self.service.store is not None and not self.service.store.durable:
             return f"backend {self.config.backend}, nothing survives a restart"
         return f"backend {self.config.backend}, durability {self.config.durability}"

@@ -114,7 +114,8 @@ def _persistence(server: ServerState) -> str:
         loading=0,
         async_loading=0,
         querator_backend=server.config.backend,
-        querator_durability=server.config.durability,
+        # On postgres every reply waits for its commit; synchronous_commit decides what that survives.
+        querator_durability="commit" if server.config.backend == "postgres" else server.config.durability,
         aof_enabled=0,
         rdb_changes_since_last_save=0,
     )

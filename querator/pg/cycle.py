@@ -1,7 +1,7 @@
 """The common step as one statement: completes, plain produces and leases (for requests and for the
 consumers waiting on this node) in one data-modifying CTE, in autocommit. One round trip and one commit
 instead of a transaction's BEGIN, a statement per part, the counter rows and COMMIT: with several nodes,
-each statement is one commit the database groups with the others' (ADR 17).
+each statement is one commit the database groups with the others' (ADR 19).
 
 All CTEs of one statement read one snapshot, so the lease cannot see rows the same statement inserts.
 A lease after a produce in the same step must still see them (one client's pipelined calls keep their
@@ -36,13 +36,16 @@ class Shape:
 def statement(t: PartitionTables, shape: Shape) -> str:
     """Parameters: $1 now, $2 uid, $3 partition, $4 writer, $5 seqs to complete, $6 payloads, $7-$9 their
     kind / reference / encoding, $10 lease count, $11 lease deadline, $12 expiry cut, $13 channel,
-    $14 notify payload. Rows: (part, seq, state, payload, attempts, kind, reference, encoding) where part
-    is 0 completed, 1 produced, 2 leased from existing rows, 3 the notification."""
+    $14 notify payload, $15 the step's number (marks the counter row), $16 where the lease's scan starts
+    (the partition's head hint). Rows: (part, seq, state, payload,
+    attempts, kind, reference, encoding) where part is 0 completed, 1 produced, 2 leased from existing
+    rows, 3 the notification."""
     # Every parameter typed once, so a shape that does not use some still prepares (this CTE is never
     # referenced, so it never runs).
     ctes: list[str] = [
         "args AS (SELECT $1::bigint, $2::bigint, $3::integer, $4::text, $5::bigint[], $6::bytea[], "
-        "$7::bytea, $8::bytea, $9::bytea, $10::bigint, $11::bigint, $12::bigint, $13::text, $14::text)"
+        "$7::bytea, $8::bytea, $9::bytea, $10::bigint, $11::bigint, $12::bigint, $13::text, $14::text, "
+        "$15::bigint, $16::bigint)"
     ]
     if shape.completes:
         ctes.append(
@@ -52,8 +55,8 @@ def statement(t: PartitionTables, shape: Shape) -> str:
     if shape.leases:
         fresh = "AND created_at > $12 " if shape.expiry else ""
         ctes.append(
-            f"pick AS (SELECT seq FROM {t.items} WHERE state = 0 {fresh}ORDER BY seq LIMIT $10 "
-            "FOR UPDATE SKIP LOCKED)"
+            f"pick AS (SELECT seq FROM {t.items} WHERE state = 0 AND seq >= $16 {fresh}"
+            "ORDER BY seq LIMIT $10 FOR UPDATE SKIP LOCKED)"
         )
         ctes.append(
             f"took AS (UPDATE {t.items} AS i SET state = 1, attempts = i.attempts + 1, deadline = $11 "
@@ -84,11 +87,11 @@ def statement(t: PartitionTables, shape: Shape) -> str:
     }
     names = ", ".join(deltas)
     ctes.append(
-        f"counted AS (INSERT INTO querator_counters AS c (uid, partition, writer, {names}) "
-        f"SELECT $2, $3, $4, {', '.join(deltas.values())} "
+        f"counted AS (INSERT INTO querator_counters AS c (uid, partition, writer, {names}, last_step) "
+        f"SELECT $2, $3, $4, {', '.join(deltas.values())}, $15 "
         "ON CONFLICT (uid, partition, writer) DO UPDATE SET "
         + ", ".join(f"{c} = c.{c} + excluded.{c}" for c in deltas)
-        + ")"
+        + ", last_step = excluded.last_step)"
     )
     parts = []
     if shape.completes:
@@ -117,6 +120,8 @@ def parameters(
     cut: int,
     channel: str,
     note: str,
+    step: int,
+    head: int,
 ) -> list[Any]:
     return [
         now,
@@ -131,4 +136,6 @@ def parameters(
         cut,
         channel,
         note,
+        step,
+        head,
     ]

@@ -7,6 +7,7 @@ they only steer spreading and waking, never a decision about an item (those are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,7 @@ from querator.engine import (
     Retry,
     SweepDedup,
 )
-from querator.errors import NoQueueError, QueratorError, TryAgainError
+from querator.errors import NoQueueError, OutcomeUnknownError, QueratorError, TryAgainError
 from querator.ids import IdFormat, seq_of
 from querator.model import LeasedItem, QueueOptions
 from querator.pg import cycle
@@ -69,6 +70,10 @@ DATABASE_ERRORS: Final = (
 )
 
 _Result = tuple["asyncio.Future[Any]", object]
+# How long a step whose commit lost its connection waits for the database to say whether it committed.
+_SETTLE_S: Final = 15.0
+# The lease's head hint falls back to the start of the table this often (seconds; see `_lease_head`).
+_HEAD_RESET_S: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -122,6 +127,9 @@ class SqlPartition:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stepping = False
+        self._step_number = 0
+        self._head = 0
+        self._head_reset_at = 0.0
         self._failing_since = 0.0
 
     # -- what the step reads of its queue ---------------------------------------------------------------
@@ -279,6 +287,18 @@ class SqlPartition:
             if when is not None:
                 heapq.heappush(times, int(when))
 
+    def _lease_head(self) -> int:
+        """Where a lease's scan of the primary key starts. Completed items leave dead index entries at the
+        head until vacuum removes them, and a scan from 0 walks them all (after a million completes, a
+        million of them). Rows below the hint can still be ready (a produce on another node that took its
+        seq earlier but committed later, a lease undone in place), so the hint falls back to 0 every
+        `_HEAD_RESET_S`: such a row waits at most that long."""
+        loop_time = self._context.loop.time()
+        if loop_time >= self._head_reset_at:
+            self._head_reset_at = loop_time + _HEAD_RESET_S
+            self._head = 0
+        return self._head
+
     def _should_deal(self) -> bool:
         return bool(self._waiting) and not self._queue.paused and (self.ready > 0 or self._maybe_ready)
 
@@ -355,19 +375,37 @@ class SqlPartition:
         results: list[_Result] = []
         step: SqlStep | None = None
         error: QueratorError | None = None
+        number = self._next_step()
+        committing = False
+        pid: int | None = None
         try:
-            async with self._shared.connection() as conn, conn.transaction():
-                step = SqlStep(self, conn, now)
-                if any(timers):
-                    await step.run_timers(*timers)
-                results = await self._apply(step, inbox)
-                if self._should_deal():
-                    results.extend(await self._deal(step))
-                await self._write_counters(conn, step.result)
+            async with self._shared.connection() as conn:
+                pid = conn.get_server_pid()
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    step = SqlStep(self, conn, now)
+                    if any(timers):
+                        await step.run_timers(*timers)
+                    results = await self._apply(step, inbox)
+                    if self._should_deal():
+                        results.extend(await self._deal(step))
+                    await self._write_counters(conn, step.result, number)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await transaction.rollback()
+                    raise
+                committing = True
+                await transaction.commit()
         except asyncpg.UndefinedTableError:
             error = NoQueueError(self._queue.name)  # deleted through another node
         except DATABASE_ERRORS as exc:
-            error = self._unavailable(exc)
+            if committing and _lost(exc):
+                committed = await self._settle_lost_commit(number, pid, now)
+                if committed is not True:
+                    error = self._unavailable(exc) if committed is False else OutcomeUnknownError(repr(exc))
+            else:
+                error = self._unavailable(exc)
         except Exception:
             log.exception("step failed on %s/%d", self._queue.name, self.index)
             error = QueratorError("internal error; see the server log")
@@ -380,6 +418,48 @@ class SqlPartition:
         if on_commit is not None:
             on_commit(perf_counter_ns() - started)
         self._resolve(results, None)
+
+    def _next_step(self) -> int:
+        self._step_number += 1
+        return self._step_number
+
+    async def _settle_lost_commit(self, number: int, pid: int | None, began: int) -> bool | None:
+        """The connection was lost while step `number` was committing: find out whether it committed.
+
+        The step's own counter row carries its number in the same transaction. Its old server process is
+        ended first (it might still be waiting to commit), then the row read: True (committed: its answers
+        stand), False (not: -TRYAGAIN is the truth), None (the database did not come back in time)."""
+        loop = self._context.loop
+        give_up = loop.time() + _SETTLE_S
+        while loop.time() < give_up:
+            try:
+                async with self._shared.connection() as conn:
+                    if pid is not None:
+                        # Only the process of the lost connection: started before the step, not a new
+                        # process that took its pid after a restart.
+                        old = "pid = $1 AND backend_start < to_timestamp($2 / 1000.0)"
+                        await conn.execute(
+                            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {old}", pid, began
+                        )
+                        while await conn.fetchval(
+                            f"SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE {old})", pid, began
+                        ):
+                            await asyncio.sleep(0.05)
+                    last = await conn.fetchval(
+                        "SELECT last_step FROM querator_counters "
+                        "WHERE uid = $1 AND partition = $2 AND writer = $3",
+                        self.uid,
+                        self.index,
+                        self._writer,
+                    )
+                    log.warning(
+                        "commit outcome settled after a lost connection",
+                        extra={"fields": {"queue": self._queue.name, "committed": last == number}},
+                    )
+                    return bool(last == number)
+            except DATABASE_ERRORS:
+                await asyncio.sleep(0.2)
+        return None
 
     def _one_statement(self, inbox: list[Request[Any]], now: int) -> bool:
         """Whether the step is the common one `cycle.py` does in one statement: completes, produces due
@@ -432,8 +512,13 @@ class SqlPartition:
         )
         deadline = now + options.lease_timeout
         note = f"{self._shared.node} {self.uid}"
+        number = self._next_step()
+        sent = False
+        pid: int | None = None
         try:
             async with self._shared.connection() as conn:
+                pid = conn.get_server_pid()
+                sent = True
                 rows = await conn.fetch(
                     cycle.statement(self.tables, shape),
                     *cycle.parameters(
@@ -449,13 +534,20 @@ class SqlPartition:
                         now - options.expire_timeout,
                         self._shared.channel,
                         note,
+                        number,
+                        self._lease_head(),
                     ),
                 )
         except asyncpg.UndefinedTableError:
             self._resolve([(r.future, None) for r in inbox], NoQueueError(self._queue.name))
             return
         except DATABASE_ERRORS as exc:
-            self._resolve([(r.future, None) for r in inbox], self._unavailable(exc))
+            failure: QueratorError = self._unavailable(exc)
+            # Autocommit: the statement may have committed. If it did, its answers are lost with the
+            # connection, and neither a success nor an error can be sent truthfully.
+            if sent and _lost(exc) and await self._settle_lost_commit(number, pid, now) is not False:
+                failure = OutcomeUnknownError(repr(exc))
+            self._resolve([(r.future, None) for r in inbox], failure)
             return
         self._failing_since = 0.0
         ended: set[int] = set()
@@ -472,6 +564,10 @@ class SqlPartition:
             elif part == 2:
                 leased.append(row[1:])
         made.sort()
+        took = [row[1] for row in rows if row[0] == 2]
+        if took:
+            # Ready rows left behind the hint: none when the lease was short, else the lowest one it took.
+            self._head = max(took) + 1 if len(leased) < count else min(took)
         leased.sort(key=lambda r: r[0])
         items = [LeasedItem(self.ids.one(r[0]), r[2], r[3], deadline, r[4], r[5], r[6]) for r in leased]
         results: list[_Result] = []
@@ -637,10 +733,10 @@ class SqlPartition:
             await step.unlease([seq_of(item.id) for item in items[taken:]])
         return list(dealt)
 
-    async def _write_counters(self, conn: Any, result: StepResult) -> None:
+    async def _write_counters(self, conn: Any, result: StepResult, number: int) -> None:
+        """The step's deltas, and its number on this actor's own row (see `_settle_lost_commit`)."""
         deltas = result.deltas
-        if not deltas.rows:
-            return
+        deltas.touch(self.uid, self.index)
         uids, partitions, *counters = deltas.parameters()
         if result.woken and self._shared.notify:
             woken = ",".join(sorted({str(p.uid) for p in result.woken}))
@@ -650,11 +746,12 @@ class SqlPartition:
                 partitions,
                 self._writer,
                 *counters,
+                number,
                 self._shared.channel,
                 f"{self._shared.node} {woken}",
             )
         else:
-            await conn.execute(R.upsert_counters(False), uids, partitions, self._writer, *counters)
+            await conn.execute(R.upsert_counters(False), uids, partitions, self._writer, *counters, number)
 
     def _committed(self, result: StepResult) -> None:
         """The step's transaction committed: bring this node's estimates and timers in step with it."""
@@ -719,6 +816,15 @@ def _as(kind: type[Op], op: object) -> Op:
     """`op`, which the step sorted by its type, as that type."""
     assert isinstance(op, kind)
     return op
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection went away (or the server ended the session) rather than the statement failing: a
+    statement error rolls its transaction back, a lost connection leaves the commit's outcome open. Errors
+    asyncpg raises before sending anything (its InterfaceError) leave nothing open."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("57", "08")
+    return not isinstance(exc, asyncpg.InterfaceError)
 
 
 def _is_lease(result: object) -> TypeGuard[list[LeasedItem]]:

@@ -82,20 +82,21 @@ def insert_scheduled(t: PartitionTables) -> str:
 
 
 def upsert_counters(notify: bool) -> str:
-    """Add a step's deltas to its own rows (one per partition it touched); with `notify`, also wake the
-    other nodes once for the whole commit (`$16` channel, `$17` payload)."""
+    """Add a step's deltas to its own rows (one per partition it touched) and mark them with the step's
+    number (`$16`); with `notify`, also wake the other nodes once for the whole commit (`$17` channel,
+    `$18` payload)."""
     names = ", ".join(COUNTERS)
     arrays = ", ".join(f"${i + 4}::bigint[]" for i in range(len(COUNTERS)))
     sums = ", ".join(f"{c} = c.{c} + excluded.{c}" for c in COUNTERS)
     upsert = (
-        f"INSERT INTO querator_counters AS c (uid, partition, writer, {names}) "
-        f"SELECT uid, partition, $3, {names} FROM unnest($1::bigint[], $2::integer[], {arrays}) "
+        f"INSERT INTO querator_counters AS c (uid, partition, writer, {names}, last_step) "
+        f"SELECT uid, partition, $3, {names}, $16 FROM unnest($1::bigint[], $2::integer[], {arrays}) "
         f"AS u(uid, partition, {names}) "
-        f"ON CONFLICT (uid, partition, writer) DO UPDATE SET {sums}"
+        f"ON CONFLICT (uid, partition, writer) DO UPDATE SET {sums}, last_step = excluded.last_step"
     )
     if not notify:
         return upsert
-    return f"WITH counted AS ({upsert}) SELECT pg_notify($16, $17)"
+    return f"WITH counted AS ({upsert}) SELECT pg_notify($17, $18)"
 
 
 class Deltas:
@@ -113,6 +114,11 @@ class Deltas:
         if row is None:
             row = self.rows[(uid, partition)] = [0] * len(COUNTERS)
         row[counter] += amount
+
+    def touch(self, uid: int, partition: int) -> None:
+        """Make sure the partition has a row, even with no change (it carries the step's number)."""
+        if (uid, partition) not in self.rows:
+            self.rows[(uid, partition)] = [0] * len(COUNTERS)
 
     def of(self, uid: int, partition: int) -> list[int] | None:
         return self.rows.get((uid, partition))

@@ -47,6 +47,8 @@ _MIGRATIONS: Final[list[list[str]]] = [
             dead_max_attempts bigint NOT NULL DEFAULT 0,
             dead_expired bigint NOT NULL DEFAULT 0,
             dead_retry bigint NOT NULL DEFAULT 0,
+            -- The writer's last step: after a connection lost during a commit, whether it committed.
+            last_step bigint NOT NULL DEFAULT 0,
             PRIMARY KEY (uid, partition, writer))
             WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)""",
         """CREATE TABLE querator_dedup (
