@@ -54,6 +54,11 @@ class SqlEngine:
     def forget(self, uid: int) -> None:
         self.partitions.pop(uid, None)
 
+    def prune(self) -> None:
+        """Forget the partitions of queues that stopped (deleted here or through another node)."""
+        for uid in [uid for uid, parts in self.partitions.items() if all(p.stopped for p in parts)]:
+            del self.partitions[uid]
+
     def poke(self, uid: int) -> None:
         for partition in self.partitions.get(uid, ()):
             partition.poke()
@@ -249,6 +254,7 @@ class PostgresBackend:
             except catalog.CATALOG_ERRORS:
                 continue
             counts = {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in rows}
+            self._engine.prune()
             for uid, partitions in self._engine.partitions.items():
                 for partition in partitions:
                     partition.refresh(*counts.get((uid, partition.index), (0, 0, 0)))

@@ -89,6 +89,8 @@ def statement(t: PartitionTables, shape: Shape) -> str:
     ctes.append(
         f"counted AS (INSERT INTO querator_counters AS c (uid, partition, writer, {names}, last_step) "
         f"SELECT $2, $3, $4, {', '.join(deltas.values())}, $15 "
+        # A step that changed nothing writes nothing: its commit then needs no WAL flush.
+        f"WHERE {done} + {took} + {made} > 0 "
         "ON CONFLICT (uid, partition, writer) DO UPDATE SET "
         + ", ".join(f"{c} = c.{c} + excluded.{c}" for c in deltas)
         + ", last_step = excluded.last_step)"

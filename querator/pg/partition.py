@@ -43,6 +43,7 @@ from querator.ids import IdFormat, seq_of
 from querator.model import LeasedItem, QueueOptions
 from querator.pg import cycle
 from querator.pg import rows as R
+from querator.pg.completes import CompleteLane
 from querator.pg.schema import PartitionTables
 from querator.pg.step import SqlStep, StepResult
 from querator.records import DEAD_REASONS, Record
@@ -111,6 +112,21 @@ class SqlPartition:
         self._writer = f"{shared.node}/{queue.uid}/{index}"
         self._waiters = queue.waiters
         self._waiting = queue.waiters.line
+        self._completes = CompleteLane(
+            shared.context,
+            shared.connection,
+            self.tables,
+            f"{self._writer}/c",
+            queue.name,
+            self._settle_lost_commit,
+            self._unavailable,
+            _lost,
+            DATABASE_ERRORS,
+            self._completed_beside,
+        )
+        # The place of a read or a lease end among the completes: how many had been submitted before it.
+        self._read_marks: dict[asyncio.Future[Any], int] = {}
+        self._lease_ends_in_step = False
         # Estimates (see the module's text).
         self.ready = 0
         self.leased = 0
@@ -161,6 +177,10 @@ class SqlPartition:
             self.poke()
 
     @property
+    def stopped(self) -> bool:
+        return self._stopping and (self._task is None or self._task.done())
+
+    @property
     def has_waiters(self) -> bool:
         return bool(self._waiting)
 
@@ -186,6 +206,7 @@ class SqlPartition:
         self._task = self._context.loop.create_task(
             self._run(), name=f"partition {self._queue.name}/{self.index}"
         )
+        self._completes.start(f"{self._queue.name}/{self.index}")
 
     async def stop(self, error: QueratorError | None = None) -> None:
         self._clock.unsubscribe(self.wake)
@@ -198,6 +219,11 @@ class SqlPartition:
         self.wake()
         if self._task is not None:
             await asyncio.shield(self._task)
+        await self._completes.stop(error)
+
+    def _completed_beside(self, count: int) -> None:
+        """The complete lane ended `count` leases."""
+        self.leased = max(0, self.leased - count)
 
     def wake(self) -> None:
         wake = self._wake
@@ -205,17 +231,27 @@ class SqlPartition:
             wake.set_result(None)
 
     def pending(self) -> int:
-        return len(self._inbox)
+        return len(self._inbox) + self._completes.pending()
 
     def submit(self, op: Operation[T]) -> asyncio.Future[T]:
         if self._stopping:
             raise TryAgainError(f"partition is stopping; queue '{self._queue.name}'")
-        if len(self._inbox) >= self._context.inbox_limit:
+        if self.pending() >= self._context.inbox_limit:
             raise TryAgainError(f"partition is overloaded; queue '{self._queue.name}' partition {self.index}")
+        if type(op) is Complete and not self._lease_ends_waiting():
+            return self._completes.submit(op)  # type: ignore[return-value]
         future: asyncio.Future[T] = self._context.loop.create_future()
         self._inbox.append(Request(op, future, op.weight))
+        if isinstance(op, Read) or type(op) in _BY_IDS:
+            # It must see the completes submitted before it (a read, a retry of a completed id).
+            self._read_marks[future] = self._completes.submitted
         self.wake()
         return future
+
+    def _lease_ends_waiting(self) -> bool:
+        """A retry, extend, release or remove is waiting or being applied: a complete after it goes
+        behind it, in the main steps, so one caller's calls on one id keep their order."""
+        return self._lease_ends_in_step or any(type(r.op) in _BY_IDS for r in self._inbox)
 
     def read(self, op: Read[T]) -> asyncio.Future[T]:
         """Always through a step: the database is read after the requests submitted before."""
@@ -316,7 +352,13 @@ class SqlPartition:
         """Nothing submitted, no step running, no timer due: what a test waits for after moving a clock."""
         now = self._clock.now_ms()
         known = any(times and times[0] <= now for times in self._known)
-        return not self._inbox and not self._stepping and not known and now < self._next_pass
+        return (
+            not self._inbox
+            and not self._stepping
+            and not self._completes.busy
+            and not known
+            and now < self._next_pass
+        )
 
     def _timer_flags(self, now: int) -> tuple[bool, bool, bool, bool]:
         """Which timer passes (lease ends, schedules, expiry, the deduplication key sweep) this step runs:
@@ -364,13 +406,26 @@ class SqlPartition:
     # -- one step --------------------------------------------------------------------------------------
 
     async def _step(self, now: int) -> None:
-        inbox = [r for r in self._take_inbox() if not r.future.done()]
+        taken = self._take_inbox()
+        marks = [self._read_marks.pop(r.future) for r in taken if r.future in self._read_marks]
+        inbox = [r for r in taken if not r.future.done()]
         timers = self._timer_flags(now)
         if not inbox and not any(timers) and not self._should_deal():
             return
         if not any(timers) and self._one_statement(inbox, now):
             await self._step_cycle(now, inbox)
             return
+        if marks:
+            await self._completes.applied_to(max(marks))  # the completes made before them have committed
+        self._lease_ends_in_step = any(type(r.op) in _BY_IDS for r in inbox)
+        try:
+            await self._step_transaction(now, inbox, timers)
+        finally:
+            self._lease_ends_in_step = False
+
+    async def _step_transaction(
+        self, now: int, inbox: list[Request[Any]], timers: tuple[bool, bool, bool, bool]
+    ) -> None:
         started = perf_counter_ns()
         results: list[_Result] = []
         step: SqlStep | None = None
@@ -401,7 +456,7 @@ class SqlPartition:
             error = NoQueueError(self._queue.name)  # deleted through another node
         except DATABASE_ERRORS as exc:
             if committing and _lost(exc):
-                committed = await self._settle_lost_commit(number, pid, now)
+                committed = await self._settle_lost_commit(self._writer, number, pid, now)
                 if committed is not True:
                     error = self._unavailable(exc) if committed is False else OutcomeUnknownError(repr(exc))
             else:
@@ -423,7 +478,7 @@ class SqlPartition:
         self._step_number += 1
         return self._step_number
 
-    async def _settle_lost_commit(self, number: int, pid: int | None, began: int) -> bool | None:
+    async def _settle_lost_commit(self, writer: str, number: int, pid: int | None, began: int) -> bool | None:
         """The connection was lost while step `number` was committing: find out whether it committed.
 
         The step's own counter row carries its number in the same transaction. Its old server process is
@@ -450,7 +505,7 @@ class SqlPartition:
                         "WHERE uid = $1 AND partition = $2 AND writer = $3",
                         self.uid,
                         self.index,
-                        self._writer,
+                        writer,
                     )
                     log.warning(
                         "commit outcome settled after a lost connection",
@@ -545,7 +600,8 @@ class SqlPartition:
             failure: QueratorError = self._unavailable(exc)
             # Autocommit: the statement may have committed. If it did, its answers are lost with the
             # connection, and neither a success nor an error can be sent truthfully.
-            if sent and _lost(exc) and await self._settle_lost_commit(number, pid, now) is not False:
+            lost = sent and _lost(exc)
+            if lost and await self._settle_lost_commit(self._writer, number, pid, now) is not False:
                 failure = OutcomeUnknownError(repr(exc))
             self._resolve([(r.future, None) for r in inbox], failure)
             return
@@ -736,6 +792,8 @@ class SqlPartition:
     async def _write_counters(self, conn: Any, result: StepResult, number: int) -> None:
         """The step's deltas, and its number on this actor's own row (see `_settle_lost_commit`)."""
         deltas = result.deltas
+        if not deltas.rows and not result.wrote:
+            return  # nothing written: the commit flushes nothing, and a lost one applied nothing
         deltas.touch(self.uid, self.index)
         uids, partitions, *counters = deltas.parameters()
         if result.woken and self._shared.notify:

@@ -74,6 +74,9 @@ class StepResult:
     sweeps: list[int] = field(default_factory=list)  # when deduplication keys stored here expire
     # Ready items seen to run out (a lease came back short): the ready estimate is 0.
     emptied: bool = False
+    # Rows changed that no counter shows (an extended lease, a deduplication key, an index): the step
+    # must still write its counter row, whose step number tells a lost commit's outcome.
+    wrote: bool = False
     dead: dict[int, int] = field(default_factory=dict)  # dead-lettered items by records.DEAD_*
     # Other partitions that got items, with when the first of them expires (0: no expire timeout).
     arrived: dict[StepPartition, int] = field(default_factory=dict)
@@ -284,6 +287,7 @@ class SqlStep:
         """A produce that is scheduled, or has DEDUP: its own statements."""
         window = self.p.options.dedup_window
         if op.dedup is not None and window:
+            self.result.wrote = True
             claimed = await self.conn.fetchrow(
                 "INSERT INTO querator_dedup (uid, key, first_use, partition, seqs) "
                 "VALUES ($1, $2, $3, $4, '{}') ON CONFLICT (uid, key) DO UPDATE "
@@ -396,6 +400,7 @@ class SqlStep:
         )
         if rows:
             self.result.deadlines.append(deadline)
+            self.result.wrote = True
         return len(rows)
 
     async def remove(self, op: Remove) -> int:
@@ -426,6 +431,7 @@ class SqlStep:
     async def reindex_expiry(self, op: ReindexExpiry) -> int:
         """The expire timeout was switched on or off: the index the expiry pass walks follows it."""
         await self.conn.execute(self.t.create_expiry_index() if op.enabled else self.t.drop_expiry_index())
+        self.result.wrote = True
         expire = self.p.options.expire_timeout
         if op.enabled and expire:
             oldest = await self.conn.fetchval(
@@ -478,6 +484,7 @@ class SqlStep:
             self.now,
             TIMER_BUDGET,
         )
+        self.result.wrote = self.result.wrote or bool(swept)
         return int(swept)
 
     # -- reads -----------------------------------------------------------------------------------------
