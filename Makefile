@@ -54,10 +54,14 @@ bench-limits: $(STAMP) redis-tools
 
 # PostgreSQL: the driver comparison (docs/adr/0012-postgres-driver.md) and the plain SQL queue to compare
 # the postgres backend with. Each runs its own throwaway cluster (bench/pgcluster.py).
-.PHONY: postgres bench-pg-drivers bench-pgqueue
+.PHONY: postgres bench-pg bench-pg-drivers bench-pgqueue
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+# bench.run's PostgreSQL workloads alone: Querator on 1 and 2 nodes against the plain SKIP LOCKED queue.
+bench-pg: $(STAMP) postgres
+	$(BIN)/python -m bench.run --only cycle-pg produce-batch-pg handoff-pg backlog-pg $(ARGS)
 
 bench-pg-drivers: $(STAMP) postgres
 	$(BIN)/python -m bench.pg_drivers

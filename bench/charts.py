@@ -143,7 +143,8 @@ def _save(fig: Any, path: Path, written: list[Path]) -> None:
 
 def render(json_path: Path, out_dir: Path) -> list[Path]:
     report = json.loads(Path(json_path).read_text())
-    results: list[dict[str, Any]] = report.get("results", [])
+    # Querator against redis-server only: the PostgreSQL workloads (rows with "sides") have other sides.
+    results: list[dict[str, Any]] = [r for r in report.get("results", []) if "sides" not in r]
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 

@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -203,6 +203,38 @@ def _error_key(reply: Any) -> str:
     return str(reply)[:120]
 
 
+Ports = int | Sequence[int]
+
+
+def port_list(port: Ports) -> list[int]:
+    """One port, or several: the nodes of one Querator (SPEC 9), to which clients are dealt in turn."""
+    return [port] if isinstance(port, int) else list(port)
+
+
+async def setup_everywhere(ports: list[int], dialect: Dialect, timeout: float = 5.0) -> None:
+    """Set the queue up through the first node and wait until every other node knows it: SPEC 9 gives an
+    admin change up to 1 s to hold on every node, and a produce there before that would get NOQUEUE."""
+    conn = await Conn.open(ports[0])
+    try:
+        await dialect.setup(conn)
+    finally:
+        await conn.close()
+    if not isinstance(dialect, QueratorDialect):
+        return
+    deadline = time.monotonic() + timeout
+    for port in ports[1:]:
+        conn = await Conn.open(port)
+        try:
+            while isinstance(reply := await conn.call("QLEN", dialect.queue), hiredis.ReplyError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"queue {dialect.queue} unknown on port {port} after {timeout}s: {reply}"
+                    )
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+
 async def complete_leased(
     conn: Conn, dialect: Dialect, got: list[tuple[Any, Any]], errors: Counter[str]
 ) -> bool | None:
@@ -230,7 +262,7 @@ class CycleResult:
 
 
 async def cycle(
-    port: int,
+    port: Ports,
     dialect: Dialect,
     *,
     producers: int = 8,
@@ -241,7 +273,9 @@ async def cycle(
     payload_size: int = 16,
     time_limit: float = 60.0,
 ) -> CycleResult:
-    """Chained produce -> lease -> complete; returns end-to-end items/s."""
+    """Chained produce -> lease -> complete; returns end-to-end items/s. With several ports, producers and
+    consumers are each dealt over them in turn (8 + 8 on 2 nodes: 4 + 4 on each)."""
+    ports = port_list(port)
     batch = batch or count
     payload = b"x" * payload_size
     errors: Counter[str] = Counter()
@@ -255,13 +289,9 @@ async def cycle(
     t_end = 0.0
     done = asyncio.Event()
 
-    setup = await Conn.open(port)
-    try:
-        await dialect.setup(setup)
-    finally:
-        await setup.close()
-    pconns = [await Conn.open(port) for _ in range(producers)]
-    cconns = [await Conn.open(port) for _ in range(consumers)]
+    await setup_everywhere(ports, dialect)
+    pconns = [await Conn.open(ports[i % len(ports)]) for i in range(producers)]
+    cconns = [await Conn.open(ports[i % len(ports)]) for i in range(consumers)]
     deadline = time.monotonic() + time_limit
 
     async def produce(conn: Conn) -> None:
@@ -370,7 +400,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def handoff(
-    port: int,
+    port: Ports,
     dialect: Dialect,
     *,
     rate: float = 1000.0,
@@ -378,7 +408,11 @@ async def handoff(
     consumers: int = 8,
     time_limit: float = 30.0,
 ) -> HandoffResult:
-    """Latency from produce to a blocked consumer receiving the item, at a fixed open-loop rate."""
+    """Latency from produce to a blocked consumer receiving the item, at a fixed open-loop rate. With several
+    ports, the producer uses the first and the consumers are dealt over the others: every item crosses from
+    one node to another (SPEC 9's cross-node handoff)."""
+    ports = port_list(port)
+    consumer_ports = ports[1:] or ports
     total = int(rate * duration)
     errors: Counter[str] = Counter()
     latencies: list[int] = []
@@ -386,13 +420,9 @@ async def handoff(
     done = asyncio.Event()
     deadline = time.monotonic() + time_limit
 
-    setup = await Conn.open(port)
-    try:
-        await dialect.setup(setup)
-    finally:
-        await setup.close()
-    pconn = await Conn.open(port)
-    cconns = [await Conn.open(port) for _ in range(consumers)]
+    await setup_everywhere(ports, dialect)
+    pconn = await Conn.open(ports[0])
+    cconns = [await Conn.open(consumer_ports[i % len(consumer_ports)]) for i in range(consumers)]
 
     async def consume(conn: Conn, name: str) -> None:
         nonlocal last_receive
@@ -484,6 +514,56 @@ async def handoff(
     )
 
 
+@dataclass
+class ProduceResult:
+    items: int  # items the replies say were stored
+    elapsed: float
+    items_per_s: float
+    client_cpu: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def produce_batch(
+    port: Ports, dialect: Dialect, *, clients: int = 50, batch: int = 100, seconds: float = 3.0
+) -> ProduceResult:
+    """`clients` connections (dealt over the ports in turn), each sending one produce of `batch` items and
+    waiting for its reply, for `seconds`: bench.run's produce-batch (`redis-benchmark -c 50 QPRODUCE q
+    ITEMS v x100`) in a shape that spans several nodes, and the same as bench/pgqueue.py's produce_batch."""
+    ports = port_list(port)
+    errors: Counter[str] = Counter()
+    stored = 0
+    await setup_everywhere(ports, dialect)
+    conns = [await Conn.open(ports[i % len(ports)]) for i in range(clients)]
+    commands = dialect.produce([b"v"] * batch)
+    stop_at = 0.0
+
+    async def producer(conn: Conn) -> None:
+        nonlocal stored
+        while time.perf_counter() < stop_at:
+            replies = await conn.pipeline(commands)
+            for r in replies:
+                if isinstance(r, hiredis.ReplyError):
+                    errors[f"produce: {_error_key(r)}"] += 1
+            stored += dialect.produced(replies)
+
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
+    try:
+        await asyncio.wait_for(asyncio.gather(*(producer(c) for c in conns)), seconds + 30)
+    except TimeoutError:
+        errors["load generator: producers still running 30 s after the end (server stall?)"] += 1
+    except (ConnectionError, OSError) as exc:
+        errors[f"connection: {exc}"] += 1
+    finally:
+        for c in conns:
+            await c.close()
+    elapsed = time.perf_counter() - t0
+    return ProduceResult(
+        stored, elapsed, stored / elapsed, (time.process_time() - cpu0) / elapsed, dict(errors)
+    )
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (it is a Querator dependency), else on asyncio's loop."""
     try:
@@ -494,11 +574,15 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return runner(coro)
 
 
-def run_cycle(port: int, target: str, **kwargs: Any) -> CycleResult:
+def run_cycle(port: Ports, target: str, **kwargs: Any) -> CycleResult:
     return run_async(cycle(port, dialect_for(target), **kwargs))
 
 
-def run_handoff(port: int, target: str, **kwargs: Any) -> HandoffResult:
+def run_produce_batch(port: Ports, target: str, **kwargs: Any) -> ProduceResult:
+    return run_async(produce_batch(port, dialect_for(target), **kwargs))
+
+
+def run_handoff(port: Ports, target: str, **kwargs: Any) -> HandoffResult:
     return run_async(handoff(port, dialect_for(target), **kwargs))
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, cell
+from bench.run import PG_RATIOS, PG_SIDES, RESULTS, cell
 
 COMMAND = ".venv/bin/python -m bench.run --only {workload}"
 
@@ -55,6 +55,8 @@ def figures_table(report: dict[str, Any], extra_args: str = "") -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report.get("results", []):
+        if "sides" in row:
+            continue  # pg_table()
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         command = COMMAND.format(workload=row["workload"]) + extra_args
         n = rounds.get(row["workload"], rounds) if isinstance(rounds, dict) else rounds
@@ -62,6 +64,38 @@ def figures_table(report: dict[str, Any], extra_args: str = "") -> str:
             f"| {row['workload']} | {row['metric']} | {row['unit']} | {row['pairing']} "
             f"| {cell(row['querator'], row['unit'])} | {cell(row['redis'], row['unit'])} | {ratio} "
             f"| {n} | `{command}` |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def pg_table(report: dict[str, Any], extra_args: str = "") -> str:
+    """The PostgreSQL workloads: one column per side (Querator 1 node, 2 nodes, the plain queue), then the
+    ratios; CPU rows in cores (CPU seconds per wall second)."""
+    rows = [r for r in report.get("results", []) if "sides" in r]
+    if not rows:
+        return ""
+    rounds = report.get("rounds", {})
+    ratio_names = [f"{a} / {b}" for a, b in PG_RATIOS]
+    lines = [
+        "| workload | metric | unit | "
+        + " | ".join(f"{s} median (min-max)" for s in PG_SIDES)
+        + " | "
+        + " | ".join(ratio_names)
+        + " | rounds | reproduce |",
+        "| --- " * (3 + len(PG_SIDES) + len(ratio_names) + 2) + "|",
+    ]
+    for row in rows:
+        cells = []
+        for side in PG_SIDES:
+            summary = row.get(side)
+            cells.append("-" if summary is None or summary["median"] is None else cell(summary, row["unit"]))
+        ratios = ["-" if row["ratios"].get(n) is None else f"{row['ratios'][n]:.2f}" for n in ratio_names]
+        n = rounds.get(row["workload"], rounds) if isinstance(rounds, dict) else rounds
+        command = COMMAND.format(workload=row["workload"]) + extra_args
+        lines.append(
+            f"| {row['workload']} | {row['metric']} | {row['unit']} | "
+            + " | ".join(cells + ratios)
+            + f" | {n} | `{command}` |"
         )
     return "\n".join(lines)
 
@@ -73,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = json.loads(args.json.read_text())
     print(machine_table(report))
-    print()
-    print(figures_table(report, args.extra_args))
+    for table in (figures_table(report, args.extra_args), pg_table(report, args.extra_args)):
+        if table:
+            print()
+            print(table)
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -32,16 +33,15 @@ from typing import Any
 
 import asyncpg
 
-from bench.loadgen import run_async
+from bench.loadgen import HandoffResult, percentile, run_async
 from bench.pgcluster import PgCluster
 
 TABLE = "pgqueue_items"
 VISIBILITY_TIMEOUT_S = 60
 # Lower than the default 100 so a lease's update of visible_at finds room on its own page (a HOT update: no
 # new index entry), and autovacuum early and often, since every item is inserted, updated and deleted once.
-SCHEMA = f"""
-DROP TABLE IF EXISTS {TABLE};
-CREATE TABLE {TABLE} (
+CREATE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     visible_at timestamptz NOT NULL DEFAULT now(),
     attempts integer NOT NULL DEFAULT 0,
@@ -49,6 +49,7 @@ CREATE TABLE {TABLE} (
     payload bytea NOT NULL
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 """
+SCHEMA = f"DROP TABLE IF EXISTS {TABLE};\n{CREATE}"
 PRODUCE = f"INSERT INTO {TABLE} (payload) SELECT * FROM unnest($1::bytea[])"
 # The primary key index gives the FIFO order; leased rows are the few in flight, skipped by the filter.
 LEASE = f"""
@@ -254,6 +255,266 @@ async def produce_batch(
         client_cpu=(time.process_time() - cpu0) / elapsed,
         errors=dict(errors),
     )
+
+
+# --- big tables: the W5 shape (bench/bulk.py's fill, steady and drain on this queue) ----------------------
+
+
+@dataclass
+class BacklogStep:
+    items: int
+    seconds: float
+    items_per_s: float
+    client_cpu: float
+    min_backlog: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def fill(dsn: str, n: int, *, batch: int = 1000, connections: int = 2) -> BacklogStep:
+    """Insert n items of 100 bytes (bench/bulk.py's payloads), `batch` per statement, on a few connections;
+    the table is made anew first when it does not exist."""
+    from bench.bulk import payloads
+
+    conns = [await connect(dsn) for _ in range(connections)]
+    await conns[0].execute(CREATE)
+    errors: Counter[str] = Counter()
+    stored = 0
+    batches = -(-n // batch)
+
+    async def worker(conn: asyncpg.Connection, index: int) -> None:
+        nonlocal stored
+        for b in range(index, batches, connections):
+            k = min(batch, n - b * batch)
+            try:
+                await conn.execute(PRODUCE, payloads(b * batch, k))
+            except asyncpg.PostgresError as exc:
+                errors[f"fill: {type(exc).__name__}"] += 1
+                continue
+            stored += k
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(c, i) for i, c in enumerate(conns)))
+    finally:
+        for c in conns:
+            await c.close()
+    elapsed = time.perf_counter() - t0
+    return BacklogStep(
+        stored, elapsed, stored / elapsed, (time.process_time() - cpu0) / elapsed, 0, dict(errors)
+    )
+
+
+async def drain(dsn: str, *, consumers: int = 4, count: int = 1000, time_limit: float = 600.0) -> BacklogStep:
+    """Lease + complete until a lease comes back empty (nothing else produces meanwhile)."""
+    conns = [await connect(dsn) for _ in range(consumers)]
+    errors: Counter[str] = Counter()
+    done = 0
+    deadline = time.monotonic() + time_limit
+
+    async def consume(conn: asyncpg.Connection) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            try:
+                rows = await conn.fetch(LEASE, count)
+                if not rows:
+                    return
+                await conn.execute(COMPLETE, [r["id"] for r in rows])
+            except asyncpg.PostgresError as exc:
+                errors[f"drain: {type(exc).__name__}"] += 1
+                continue
+            done += len(rows)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    try:
+        await asyncio.gather(*(consume(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    elapsed = time.perf_counter() - t0
+    return BacklogStep(done, elapsed, done / elapsed, (time.process_time() - cpu0) / elapsed, 0, dict(errors))
+
+
+async def steady(
+    dsn: str,
+    backlog: int,
+    *,
+    seconds: float = 1.0,
+    warmup: float = 0.3,
+    consumers: int = 4,
+    count: int = 100,
+    refillers: int = 3,
+    refill_batch: int = 1000,
+) -> BacklogStep:
+    """bench/bulk.py's steady on this queue: 4 consumers lease COUNT 100 + complete for `seconds` (after
+    `warmup` not counted) while 3 refill producers keep the table at about `backlog` ready items."""
+    from bench.bulk import payloads
+
+    cconns = [await connect(dsn) for _ in range(consumers)]
+    pconns = [await connect(dsn) for _ in range(refillers)]
+    errors: Counter[str] = Counter()
+    completed = produced = requested = 0
+    min_backlog = backlog
+    stop = asyncio.Event()
+    more = asyncio.Event()
+
+    async def consume(conn: asyncpg.Connection) -> None:
+        nonlocal completed, min_backlog
+        while not stop.is_set():
+            try:
+                rows = await conn.fetch(LEASE, count)
+                if not rows:
+                    await asyncio.sleep(POLL_MIN_S)
+                    continue
+                await conn.execute(COMPLETE, [r["id"] for r in rows])
+            except asyncpg.PostgresError as exc:
+                errors[f"lease/complete: {type(exc).__name__}"] += 1
+                continue
+            if stop.is_set():
+                return  # finished after the window closed: not counted
+            completed += len(rows)
+            min_backlog = min(min_backlog, backlog + produced - completed)
+            more.set()
+
+    async def refill(conn: asyncpg.Connection) -> None:
+        nonlocal produced, requested
+        offset = 0
+        while not stop.is_set():
+            deficit = completed - requested
+            if deficit < min(refill_batch, backlog // 10 or 1):
+                more.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(more.wait(), 0.1)
+                continue
+            k = min(refill_batch, deficit)
+            requested += k
+            try:
+                await conn.execute(PRODUCE, payloads(offset, k))
+            except asyncpg.PostgresError as exc:
+                errors[f"refill: {type(exc).__name__}"] += 1
+                requested -= k
+                continue
+            offset += k
+            produced += k
+
+    tasks = [asyncio.ensure_future(consume(c)) for c in cconns]
+    tasks += [asyncio.ensure_future(refill(c)) for c in pconns]
+    try:
+        await asyncio.sleep(warmup)
+        counted_from = completed
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - t0
+        counted = completed - counted_from
+        cpu = time.process_time() - cpu0
+        stop.set()
+        await asyncio.wait(tasks, timeout=10)
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in cconns + pconns:
+            await c.close()
+    return BacklogStep(counted, elapsed, counted / elapsed, cpu / elapsed, min_backlog, dict(errors))
+
+
+async def handoff(
+    dsn: str, *, rate: float = 1000.0, duration: float = 3.0, consumers: int = 8, producers: int = 4
+) -> HandoffResult:
+    """loadgen.handoff on this queue: items produced one per INSERT at a fixed open-loop rate (each payload
+    its send time), consumers polling with LEASE 1 (1-20 ms backoff when empty); produce -> lease latency.
+    One connection commits one INSERT at a time, so the sends are dealt over `producers` connections to
+    keep the rate when a commit takes longer than the interval."""
+    total = int(rate * duration)
+    latencies: list[int] = []
+    errors: Counter[str] = Counter()
+    done = asyncio.Event()
+    last_receive = 0.0
+    await setup(dsn)
+    pconns = [await connect(dsn) for _ in range(producers)]
+    cconns = [await connect(dsn) for _ in range(consumers)]
+
+    async def consume(conn: asyncpg.Connection) -> None:
+        nonlocal last_receive
+        pause = POLL_MIN_S
+        while not done.is_set():
+            try:
+                rows = await conn.fetch(LEASE, 1)
+                now = time.perf_counter_ns()
+                if not rows:
+                    await asyncio.sleep(pause)
+                    pause = min(POLL_MAX_S, pause * 2)
+                    continue
+                pause = POLL_MIN_S
+                latencies.extend(now - int(r["payload"]) for r in rows)
+                last_receive = now / 1e9
+                await conn.execute(COMPLETE, [r["id"] for r in rows])
+            except asyncpg.PostgresError as exc:
+                errors[f"lease/complete: {type(exc).__name__}"] += 1
+
+    async def send(conn: asyncpg.Connection, lock: asyncio.Lock) -> None:
+        async with lock:  # one statement at a time per connection
+            try:
+                await conn.execute(PRODUCE, [str(time.perf_counter_ns()).encode()])
+            except asyncpg.PostgresError as exc:
+                errors[f"produce: {type(exc).__name__}"] += 1
+
+    locks = [asyncio.Lock() for _ in pconns]
+    ctasks = [asyncio.ensure_future(consume(c)) for c in cconns]
+    sends: list[asyncio.Future[None]] = []
+    cpu0 = time.process_time()
+    try:
+        await asyncio.sleep(0.3)
+        t0 = time.perf_counter()
+        for i in range(total):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            k = i % len(pconns)
+            sends.append(asyncio.ensure_future(send(pconns[k], locks[k])))
+        t_last = time.perf_counter()
+        await asyncio.gather(*sends)
+        wait_until = time.monotonic() + 10.0
+        while len(latencies) < total and time.monotonic() < wait_until:
+            await asyncio.sleep(0.01)
+    finally:
+        done.set()
+        await asyncio.gather(*ctasks, return_exceptions=True)
+        for c in pconns + cconns:
+            await c.close()
+    wall = max(t_last - t0, 1e-9)
+    ms = sorted(v / 1e6 for v in latencies)
+    if len(ms) < total:
+        errors[f"lost: {total - len(ms)} of {total} items never reached a consumer"] += 1
+    return HandoffResult(
+        sent=total,
+        received=len(ms),
+        rate=rate,
+        achieved_rate=total / wall,
+        p50_ms=percentile(ms, 0.50),
+        p99_ms=percentile(ms, 0.99),
+        max_ms=ms[-1] if ms else math.nan,
+        mean_ms=sum(ms) / len(ms) if ms else math.nan,
+        drain_ms=max(0.0, last_receive - t_last) * 1000 if ms else math.nan,
+        client_cpu=(time.process_time() - cpu0) / wall,
+        errors=dict(errors),
+    )
+
+
+def run_handoff(dsn: str, **kwargs: Any) -> HandoffResult:
+    return run_async(handoff(dsn, **kwargs))
+
+
+def run_fill(dsn: str, n: int, **kwargs: Any) -> BacklogStep:
+    return run_async(fill(dsn, n, **kwargs))
+
+
+def run_drain(dsn: str, **kwargs: Any) -> BacklogStep:
+    return run_async(drain(dsn, **kwargs))
+
+
+def run_steady(dsn: str, backlog: int, **kwargs: Any) -> BacklogStep:
+    return run_async(steady(dsn, backlog, **kwargs))
 
 
 def run_cycle(dsn: str, **kwargs: Any) -> PgQueueResult:

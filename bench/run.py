@@ -28,9 +28,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import bulk, loadgen
+from bench import bulk, loadgen, pgqueue
 from bench import redis_benchmark as rb
+from bench.pgcluster import find_bindir
 from bench.servers import (
+    PgBackedServer,
+    PgQueueServer,
+    QueratorPgNodes,
     QueratorServer,
     RedisServer,
     Server,
@@ -147,6 +151,9 @@ class Workload:
     # Rounds when --rounds is not given (None: the run's default). The big-queue workloads run once: each
     # of their rounds fills a million items or more per side.
     rounds: int | None = None
+    # The sides in the order of round 1; each later round starts one side further on, so every side is
+    # measured first as often as the others (two sides: they alternate).
+    sides: tuple[str, ...] = SIDES
 
     def metrics_for(self, sizes: Sizes) -> tuple[Metric, ...]:
         return self.metrics(sizes) if callable(self.metrics) else self.metrics
@@ -602,6 +609,359 @@ def restart(target: str) -> Measure:
     return measure
 
 
+# --- PostgreSQL (SPEC 9): Querator nodes on one database against the plain SQL queue -------------------
+#
+# Each side runs on its own throwaway cluster (bench/pgcluster.py: fsync and synchronous_commit on), made
+# for that one measurement, so a reply promises the same on both sides: the commit is flushed. The plain
+# queue (bench/pgqueue.py) is SQL sent by the load generator's own process, so its client CPU is part of
+# "loadgen" there; Querator's is the nodes' CPU.
+
+CORES = "cores"
+PG_ONE, PG_TWO, PGQUEUE = "querator", "querator x2", "pgqueue"
+PG_SIDES = (PG_ONE, PG_TWO, PGQUEUE)
+PG_PROCESSES = ("node 1", "node 2", "postgres", "loadgen", "total")
+# (numerator, denominator): the ratios every PostgreSQL throughput row shows.
+PG_RATIOS = ((PG_ONE, PGQUEUE), (PG_TWO, PG_ONE))
+# Issue #13's goals: (workload, metric, numerator, denominator, goal).
+PG_GOALS = (
+    ("cycle-pg", "8p+8c COUNT 100", PG_ONE, PGQUEUE, 1.5),
+    ("cycle-pg", "8p+8c COUNT 100", PG_TWO, PG_ONE, 1.3),
+)
+PG_BACKLOG_GOAL = 0.8
+
+
+def pg_ratios(row: dict[str, Any], sides: tuple[str, ...], unit: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    if unit != ITEMS:
+        return out
+    for a, b in PG_RATIOS:
+        if a in sides and b in sides:
+            x, y = row[a]["median"], row[b]["median"]
+            out[f"{a} / {b}"] = x / y if x is not None and y else None
+    return out
+
+
+class CpuMeter:
+    """CPU of every process taking part in one measurement, in cores (CPU seconds / wall seconds): each
+    Querator node, the PostgreSQL server (all its processes summed) and this process, the load generator.
+    On a 2-core machine the sum shows how close a measurement came to the machine's limit."""
+
+    def __init__(self, server: Server) -> None:
+        sources = server.cpu_sources() if isinstance(server, PgBackedServer) else {}
+        self.sources: dict[str, Callable[[], float]] = {**sources, "loadgen": time.process_time}
+        self.before: dict[str, float] = {}
+        self.cores: dict[str, float] = {}
+        self.t0 = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self.before = {k: f() for k, f in self.sources.items()}
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        self.cores = {k: (f() - self.before[k]) / wall for k, f in self.sources.items()}
+        # Against the machine's cores: near 2 here, the machine rather than any one side was the limit.
+        self.cores["total"] = sum(self.cores.values())
+
+    def record(self, m: Measurement, key: str) -> None:
+        m.details.setdefault("cpu", {})[key] = self.cores
+        for name, cores in self.cores.items():
+            m.values[f"{key}: cpu {name}"] = cores
+
+
+def pg_cpu_metrics(key: str, sides: tuple[str, ...]) -> list[Metric]:
+    nodes = 2 if PG_TWO in sides else 1
+    return [Metric(f"{key}: cpu {p}", CORES) for p in PG_PROCESSES if p != "node 2" or nodes == 2]
+
+
+def pg_cycle_metrics(sizes: Sizes) -> tuple[Metric, ...]:
+    out = []
+    for count in (1, 100):
+        key = f"8p+8c COUNT {count}"
+        out += [Metric(key, ITEMS), *pg_cpu_metrics(key, PG_SIDES)]
+    return tuple(out)
+
+
+def _ports(server: Server) -> list[int]:
+    assert isinstance(server, QueratorPgNodes)
+    return server.ports
+
+
+def _dsn(server: Server) -> str:
+    assert isinstance(server, PgBackedServer)
+    return server.dsn
+
+
+def pg_cycle(side: str) -> Measure:
+    """bench.run's cycle on PostgreSQL: the load generator against the nodes (clients dealt over them), or
+    the same shape as SQL against the plain queue."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        for count, items in ((1, sizes.cycle_items_1), (100, sizes.cycle_items_100)):
+            key = f"8p+8c COUNT {count}"
+            shape: dict[str, Any] = dict(
+                producers=8,
+                consumers=8,
+                count=count,
+                batch=count,
+                items=items,
+                time_limit=sizes.cycle_time_limit,
+            )
+            r: loadgen.CycleResult | pgqueue.PgQueueResult
+            with CpuMeter(server) as cpu:
+                if side == PGQUEUE:
+                    r = pgqueue.run_cycle(_dsn(server), **shape)
+                else:
+                    r = loadgen.run_cycle(_ports(server), "querator", **shape)
+            cpu.record(m, key)
+            m.details[key] = asdict(r)
+            m.values[key] = r.items_per_s
+            note_loadgen(m, key, r.errors, r.client_cpu)
+            if r.timed_out:
+                m.problems.append(
+                    f"{key}: only {r.items} of {r.target_items} items completed within "
+                    f"{sizes.cycle_time_limit}s ({r.produced} produced)"
+                )
+            if isinstance(r, pgqueue.PgQueueResult):
+                if r.lost or r.duplicates:
+                    m.problems.append(f"{key}: {r.lost} items lost, {r.duplicates} leased twice")
+            else:
+                if r.short_completes:
+                    m.problems.append(
+                        f"{key}: {r.short_completes} completes acknowledged fewer ids than sent"
+                    )
+                if r.max_stall_ms > 1000:
+                    m.problems.append(
+                        f"{key}: no completion for {r.max_stall_ms:.0f} ms at one point (stall)"
+                    )
+
+    return measure
+
+
+def wait_for_qlen(port: int, expected: int, timeout: float = 2.0) -> int:
+    """QLEN through one node until it says `expected` (SPEC 9 lets counts lag other nodes by up to 1 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = int(call(port, "QLEN", bulk.QUEUE))
+        if n == expected or time.monotonic() > deadline:
+            return n
+        time.sleep(0.05)
+
+
+PG_PRODUCE_KEY = "produce 100 items -c 50"
+
+
+def pg_produce(side: str) -> Measure:
+    """produce-batch on PostgreSQL: 50 connections each sending 100 items per request (Querator, dealt over
+    the nodes) or per INSERT (the plain queue) for a fixed time; everything acknowledged must be stored."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        key = PG_PRODUCE_KEY
+        shape: dict[str, Any] = dict(clients=50, batch=100, seconds=sizes.seconds)
+        with CpuMeter(server) as cpu:
+            if side == PGQUEUE:
+                r = pgqueue.run_produce_batch(_dsn(server), **shape)
+            else:
+                q = loadgen.run_produce_batch(_ports(server), "querator", **shape)
+        cpu.record(m, key)
+        if side == PGQUEUE:
+            m.details[key] = asdict(r)
+            m.values[key] = r.items_per_s
+            note_loadgen(m, key, r.errors, r.client_cpu)
+            if r.lost:
+                m.problems.append(f"{key}: {r.lost} acknowledged items lost")
+            return
+        m.details[key] = asdict(q)
+        m.values[key] = q.items_per_s
+        note_loadgen(m, key, q.errors, q.client_cpu)
+        stored = wait_for_qlen(server.port, q.items)
+        m.details["stored"] = stored
+        if stored != q.items:
+            m.problems.append(f"{key}: QLEN is {stored} after {q.items} items were acknowledged")
+
+    return measure
+
+
+def pg_backlog_metrics(sizes: Sizes) -> tuple[Metric, ...]:
+    small, big = human(sizes.backlog_small), human(sizes.backlog_sizes[0])
+    fresh, after = f"{small} queued, fresh table", f"{small} queued after {big} completed"
+    return (
+        Metric(fresh, ITEMS),
+        Metric(after, ITEMS),
+        Metric(f"{after} / fresh", RATIO),
+        Metric(f"fill {big}", "s"),
+        Metric(f"lease+complete all {big}", "s"),
+    )
+
+
+def pg_backlog(side: str) -> Measure:
+    """W5 on PostgreSQL: steady lease + complete (4 consumers, COUNT 100, the backlog refilled) on a fresh
+    table holding 10k items, against a second database of the same cluster where 1M items were produced
+    and completed before 10k were queued again: what a million dead rows at the head cost. Windows
+    alternate between the two, so drift cancels in the ratio. The 1M fill is batched (1000 per request
+    or INSERT) and the drain leases and completes 1000 at a time."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        assert isinstance(server, PgBackedServer)
+        small, big = sizes.backlog_small, sizes.backlog_sizes[0]
+        fresh, after = (
+            f"{human(small)} queued, fresh table",
+            f"{human(small)} queued after {human(big)} completed",
+        )
+        after_dsn = server.cluster.create_database("after")
+        if side == PGQUEUE:
+            _pgqueue_backlog(server.dsn, after_dsn, sizes, m, fresh, after)
+            return
+        with extra_server(lambda: QueratorServer("postgres", postgres_dsn=after_dsn), m) as other:
+            checked_fill(server, "querator", small, m, f"fill {human(small)}")
+            f = checked_fill(other, "querator", big, m, f"fill {human(big)}")
+            m.values[f"fill {human(big)}"] = f.seconds
+            d = bulk.run_drain(other.port, "querator", time_limit=max(120.0, big / 2_000))
+            key = f"lease+complete all {human(big)}"
+            m.details[key] = asdict(d)
+            m.values[key] = d.seconds
+            note_loadgen(m, key, d.errors, 0.0)
+            left = int(call(other.port, "QLEN", bulk.QUEUE))
+            if d.timed_out or d.short_completes or left:
+                m.problems.append(
+                    f"{key}: {d.items} items in {d.seconds:.0f}s, {d.short_completes} short completes, "
+                    f"{left} still queued"
+                )
+            checked_fill(other, "querator", small, m, f"fill {human(small)} after")
+            rates = interleaved([(fresh, server, small), (after, other, small)], "querator", sizes, m, "1")
+        m.values[fresh], m.values[after] = rates[fresh], rates[after]
+        m.values[f"{after} / fresh"] = rates[after] / rates[fresh]
+
+    return measure
+
+
+def _pgqueue_backlog(
+    fresh_dsn: str, after_dsn: str, sizes: Sizes, m: Measurement, fresh: str, after: str
+) -> None:
+    small, big = sizes.backlog_small, sizes.backlog_sizes[0]
+    steps = {
+        f"fill {human(small)}": pgqueue.run_fill(fresh_dsn, small),
+        f"fill {human(big)}": pgqueue.run_fill(after_dsn, big),
+        f"lease+complete all {human(big)}": pgqueue.run_drain(after_dsn, time_limit=max(120.0, big / 2_000)),
+        f"fill {human(small)} after": pgqueue.run_fill(after_dsn, small),
+    }
+    for key, step in steps.items():
+        m.details[key] = asdict(step)
+        note_loadgen(m, key, step.errors, 0.0)
+        m.values[key] = step.seconds
+    if steps[f"lease+complete all {human(big)}"].items != big:
+        m.problems.append(
+            f"lease+complete all {human(big)}: {steps[f'lease+complete all {human(big)}'].items} items"
+        )
+    totals = {fresh: [0, 0.0], after: [0, 0.0]}
+    cases = [(fresh, fresh_dsn), (after, after_dsn)]
+    for w in range(sizes.steady_windows):
+        for key, dsn in cases[w % 2 :] + cases[: w % 2]:
+            r = pgqueue.run_steady(dsn, small, seconds=sizes.steady_seconds, warmup=sizes.steady_warmup)
+            m.details.setdefault(key, {"windows": []})["windows"].append(asdict(r))
+            note_loadgen(m, key, r.errors, r.client_cpu)
+            if r.min_backlog < small // 2:
+                m.problems.append(f"{key}: the refill fell behind; the backlog went down to {r.min_backlog}")
+            totals[key][0] += r.items
+            totals[key][1] += r.seconds
+    rates = {key: c / t if t else math.nan for key, (c, t) in totals.items()}
+    m.values[fresh], m.values[after] = rates[fresh], rates[after]
+    m.values[f"{after} / fresh"] = rates[after] / rates[fresh]
+
+
+# Lower than handoff's 1000/s: SPEC 9's bound is a latency, so the rate must stay well inside what one
+# partition commits one item at a time; at saturation the figure would measure a backlog instead.
+PG_HANDOFF_RATE = 200
+
+
+def pg_handoff(side: str) -> Measure:
+    """handoff on PostgreSQL: 8 consumers blocked in QLEASE COUNT 1 (polling, for the plain queue), one
+    producer at a fixed PG_HANDOFF_RATE items/s; on two nodes the producer uses the first and the consumers
+    the second, so every item crosses nodes (SPEC 9: within 100 ms at the 99th percentile)."""
+
+    def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
+        shape: dict[str, Any] = dict(rate=PG_HANDOFF_RATE, duration=sizes.handoff_seconds, consumers=8)
+        r: loadgen.HandoffResult
+        with CpuMeter(server) as cpu:
+            if side == PGQUEUE:
+                r = pgqueue.run_handoff(_dsn(server), **shape)
+            else:
+                r = loadgen.run_handoff(_ports(server), "querator", time_limit=60, **shape)
+        cpu.record(m, "handoff")
+        m.details["handoff"] = asdict(r)
+        m.values["p50"], m.values["p99"], m.values["max"] = r.p50_ms, r.p99_ms, r.max_ms
+        note_loadgen(m, "handoff", r.errors, r.client_cpu)
+        if r.drain_ms > 250:
+            m.problems.append(
+                f"handoff: consumers fell behind the producer ({r.drain_ms:.0f} ms to drain after the last "
+                "send); the latencies measure a backlog, not the handoff"
+            )
+        if r.achieved_rate < 0.95 * r.rate:
+            m.problems.append(f"handoff: producer reached only {r.achieved_rate:.0f} of {r.rate:.0f} items/s")
+
+    return measure
+
+
+PG_HANDOFF_P99_MS = 100.0  # SPEC 9: a consumer blocked on one node gets an item produced on another
+
+
+def pg_goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue #13's goals checked against this run's medians."""
+    out = []
+    for workload, metric, a, b, goal in PG_GOALS:
+        for row in results:
+            if row["workload"] == workload and row["metric"] == metric:
+                ratio = row["ratios"].get(f"{a} / {b}")
+                out.append(
+                    {
+                        "what": f"{workload} {metric}: {a} / {b}",
+                        "ratio": ratio,
+                        "goal": goal,
+                        "met": None if ratio is None else ratio >= goal,
+                    }
+                )
+    for row in results:
+        if row["workload"] == "handoff-pg" and row["metric"] == "p99" and PG_TWO in row["sides"]:
+            p99 = row[PG_TWO]["median"]
+            out.append(
+                {
+                    "what": f"handoff-pg p99 ms, {PG_TWO} (producer and consumers on different nodes)",
+                    "ratio": p99,
+                    "goal": PG_HANDOFF_P99_MS,
+                    "at_most": True,
+                    "met": None if p99 is None else p99 <= PG_HANDOFF_P99_MS,
+                }
+            )
+        if row["workload"] == "backlog-pg" and row["unit"] == RATIO:
+            for side in row["sides"]:
+                ratio = row[side]["median"]
+                out.append(
+                    {
+                        "what": f"backlog-pg {row['metric']}: {side}",
+                        "ratio": ratio,
+                        "goal": PG_BACKLOG_GOAL if side == PG_ONE else None,
+                        "met": None if ratio is None or side != PG_ONE else ratio >= PG_BACKLOG_GOAL,
+                    }
+                )
+    return out
+
+
+def render_pg_goals(goals: list[dict[str, Any]]) -> str:
+    if not goals:
+        return ""
+    lines = ["PostgreSQL goals (issue #13):"]
+    width = max(len(g["what"]) for g in goals)
+    for g in goals:
+        ratio = "-" if g["ratio"] is None else f"{g['ratio']:.2f}"
+        goal = "" if g["goal"] is None else f"{'<=' if g.get('at_most') else '>='} {g['goal']:.2f}"
+        verdict = (
+            "" if g["goal"] is None else ("-" if g["met"] is None else ("met" if g["met"] else "NOT met"))
+        )
+        lines.append(f"  {g['what'].ljust(width)}  {ratio:>5}  {goal:8}  {verdict}")
+    return "\n".join(lines)
+
+
 # --- the workloads ----------------------------------------------------------------------------------
 
 RATE = "req/s"
@@ -745,6 +1105,60 @@ WORKLOADS: tuple[Workload, ...] = (
         rounds=1,
     ),
 )
+PG_SERVERS: dict[str, Callable[[], Server]] = {
+    PG_ONE: lambda: QueratorPgNodes(1),
+    PG_TWO: lambda: QueratorPgNodes(2),
+    PGQUEUE: PgQueueServer,
+}
+WORKLOADS += (
+    Workload(
+        name="cycle-pg",
+        summary="as cycle, on PostgreSQL: Querator on 1 node and on 2 nodes sharing one database (clients "
+        "spread over both) vs the plain SKIP LOCKED queue (bench/pgqueue.py)",
+        pairing="sync commit",
+        metrics=pg_cycle_metrics,
+        servers=PG_SERVERS,
+        measure={side: pg_cycle(side) for side in PG_SIDES},
+        sides=PG_SIDES,
+    ),
+    Workload(
+        name="produce-batch-pg",
+        summary="as produce-batch, on PostgreSQL: 50 connections x 100 items per request, 1 and 2 nodes vs "
+        "the plain queue's INSERT of 100",
+        pairing="sync commit",
+        metrics=(Metric(PG_PRODUCE_KEY, ITEMS), *pg_cpu_metrics(PG_PRODUCE_KEY, PG_SIDES)),
+        servers=PG_SERVERS,
+        measure={side: pg_produce(side) for side in PG_SIDES},
+        sides=PG_SIDES,
+    ),
+    Workload(
+        name="handoff-pg",
+        summary="as handoff, on PostgreSQL: produce -> lease latency at 200 items/s; on 2 nodes the "
+        "producer is on one node and the blocked consumers on the other",
+        pairing="sync commit",
+        metrics=(
+            Metric("p50", "ms"),
+            Metric("p99", "ms"),
+            Metric("max", "ms"),
+            *pg_cpu_metrics("handoff", PG_SIDES),
+        ),
+        servers=PG_SERVERS,
+        measure={side: pg_handoff(side) for side in PG_SIDES},
+        sides=PG_SIDES,
+    ),
+    Workload(
+        name="backlog-pg",
+        summary="as backlog, on PostgreSQL: 10k queued in a fresh table vs 10k queued after 1M were "
+        "produced and completed (--quick: 100k), one node vs the plain queue",
+        pairing="sync commit",
+        metrics=pg_backlog_metrics,
+        servers={side: PG_SERVERS[side] for side in (PG_ONE, PGQUEUE)},
+        measure={PG_ONE: pg_backlog(PG_ONE), PGQUEUE: pg_backlog(PGQUEUE)},
+        rounds=1,
+        sides=(PG_ONE, PGQUEUE),
+    ),
+)
+PG_WORKLOADS = ("cycle-pg", "produce-batch-pg", "handoff-pg", "backlog-pg")
 BY_NAME = {w.name: w for w in WORKLOADS}
 
 
@@ -801,7 +1215,7 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
     if unit == "MB":
         return f"{value:.0f}"
-    if unit == RATIO:
+    if unit in (RATIO, CORES):
         return f"{value:.2f}"
     if unit == "ms":
         return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
@@ -841,15 +1255,34 @@ def build_results(workloads: list[Workload], runs: list[Run], sizes: Sizes) -> l
                 "unit": metric.unit,
                 "pairing": w.pairing,
             }
-            for side in SIDES:
+            for side in w.sides:
                 values = [r.values.get(metric.key, math.nan) for r in mine if r.side == side]
                 row[side] = {"server": next((r.server for r in mine if r.side == side), "")} | summarize(
                     values
                 )
-            q, r = row["querator"]["median"], row["redis"]["median"]
-            row["ratio"] = q / r if q is not None and r and metric.unit != RATIO else None
+            q, r = row[w.sides[0]]["median"], row[w.sides[1]]["median"]
+            row["ratio"] = q / r if q is not None and r and metric.unit not in (RATIO, CORES) else None
+            if w.sides != SIDES:
+                row["sides"] = list(w.sides)
+                row["ratios"] = pg_ratios(row, w.sides, metric.unit)
             results.append(row)
     return results
+
+
+def grid(rows: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell (the last one right-aligned), a rule under the header row."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append(
+            "  ".join(
+                c.ljust(w) if j < len(r) - 1 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
 
 
 def render_table(results: list[dict[str, Any]]) -> str:
@@ -864,6 +1297,8 @@ def render_table(results: list[dict[str, Any]]) -> str:
     ]
     rows = [header]
     for row in results:
+        if "sides" in row:
+            continue  # the PostgreSQL workloads have a table of their own
         ratio = row["ratio"]
         rows.append(
             [
@@ -876,22 +1311,51 @@ def render_table(results: list[dict[str, Any]]) -> str:
                 "-" if ratio is None else f"{ratio:.2f}",
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = []
-    for i, r in enumerate(rows):
-        lines.append(
-            "  ".join(
-                c.ljust(w) if j < len(r) - 1 else c.rjust(w)
-                for j, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    if len(rows) == 1:
+        return ""
+    lines = grid(rows)
     lines.append("")
     lines.append(
         "q/r = querator median / redis median. For req/s and items/s higher is better (q/r < 1: Querator"
     )
     lines.append("is slower); for ms, s and MB lower is better (q/r > 1: Querator is slower or bigger).")
+    return "\n".join(lines)
+
+
+def render_pg_table(results: list[dict[str, Any]]) -> str:
+    """The PostgreSQL workloads: one column per side, then the ratios of PG_RATIOS."""
+    pg_rows = [r for r in results if "sides" in r]
+    if not pg_rows:
+        return ""
+    ratio_names = [f"{a} / {b}" for a, b in PG_RATIOS]
+    rows = [["workload", "metric", "unit", *(f"{s} median (min-max)" for s in PG_SIDES), *ratio_names]]
+    for row in pg_rows:
+        cells = []
+        for side in PG_SIDES:
+            summary = row.get(side)
+            cells.append("-" if summary is None or summary["median"] is None else cell(summary, row["unit"]))
+        ratios = [row["ratios"].get(n) for n in ratio_names]
+        rows.append(
+            [
+                row["workload"],
+                row["metric"],
+                row["unit"],
+                *cells,
+                *("-" if x is None else f"{x:.2f}" for x in ratios),
+            ]
+        )
+    lines = grid(rows)
+    lines.append("")
+    lines.append(
+        f"PostgreSQL, fsync and synchronous_commit on, a throwaway cluster per side and round. {PG_ONE}: one"
+    )
+    lines.append(
+        f"node; {PG_TWO}: two nodes on one database, clients dealt over both; {PGQUEUE}: bench/pgqueue.py."
+    )
+    lines.append(
+        "cpu rows: CPU seconds per wall second of each process (postgres: all its processes summed; loadgen:"
+    )
+    lines.append("the load generator, which for pgqueue also runs the queue's SQL client).")
     return "\n".join(lines)
 
 
@@ -1014,6 +1478,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.big:
         sizes = with_big(sizes)
     workloads = [BY_NAME[n] for n in args.only] if args.only else list(WORKLOADS)
+    skipped = []
+    if find_bindir() is None:
+        skipped = [w.name for w in workloads if w.name in PG_WORKLOADS]
+        workloads = [w for w in workloads if w.name not in PG_WORKLOADS]
+        if skipped:
+            print(
+                f"bench: {', '.join(skipped)} skipped: no PostgreSQL server binaries (make postgres)",
+                file=sys.stderr,
+            )
     signal.signal(signal.SIGTERM, _terminate)
 
     def rounds_of(w: Workload) -> int:
@@ -1041,11 +1514,16 @@ def main(argv: list[str] | None = None) -> int:
             w_started = time.perf_counter()
             try:
                 for round_no in range(rounds_of(w)):
-                    order = SIDES if round_no % 2 == 0 else SIDES[::-1]
+                    k = round_no % len(w.sides)
+                    order = w.sides[k:] + w.sides[:k]
                     for side in order:
                         run = run_one(w, side, sizes, round_no)
                         runs.append(run)
-                        shown = ", ".join(f"{k} {fmt(v, units.get(k, ''))}" for k, v in run.values.items())
+                        shown = ", ".join(
+                            f"{k} {fmt(v, units.get(k, ''))}"
+                            for k, v in run.values.items()
+                            if units.get(k) != CORES  # in the table; too many for a progress line
+                        )
                         status = f"ERROR {run.error}" if run.error else shown
                         print(
                             f"  {w.name} round {round_no + 1} {run.server}: {status} [{run.seconds}s]",
@@ -1067,8 +1545,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{run.workload} round {run.round + 1} {run.server}: {run.error}")
         problems += [f"{run.workload} round {run.round + 1} {run.server}: {p}" for p in run.problems]
     duration = time.perf_counter() - t0
-    table = render_table(results)
-    extra = render_backlog_ratios(ratios)
+    goals = pg_goals(results)
+    table = "\n\n".join(t for t in (render_table(results), render_pg_table(results)) if t)
+    extra = "\n\n".join(t for t in (render_backlog_ratios(ratios), render_pg_goals(goals)) if t)
     print()
     print(table)
     if extra:
@@ -1106,6 +1585,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
         "backlog_ratios": ratios,
+        "pg_goals": goals,
+        "skipped": skipped,
         "table": table + ("\n\n" + extra if extra else ""),
         "problems": problems,
         "runs": [asdict(r) for r in runs],

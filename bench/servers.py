@@ -248,6 +248,7 @@ class QueratorServer(Server):
         postgres_dsn: str = "",
         postgres_notify: bool = True,
         prefix: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         super().__init__(keep_data)
         # A command the server runs under, e.g. `faketime` to give one node a wrong clock.
@@ -263,6 +264,7 @@ class QueratorServer(Server):
         self.durability = durability
         self.postgres_dsn = postgres_dsn
         self.postgres_notify = postgres_notify
+        self.extra_args = extra_args
 
     def describe(self) -> str:
         if self.backend == "memory":
@@ -275,6 +277,7 @@ class QueratorServer(Server):
         script = ROOT / ".venv" / "bin" / "querator"
         program = [str(script)] if script.exists() else [sys.executable, "-m", "querator"]
         if self.backend == "postgres":
+            # SPEC 9: durability does not apply, PostgreSQL's synchronous_commit decides.
             storage = ["--postgres-dsn", self.postgres_dsn]
             storage += ["--postgres-notify", "true" if self.postgres_notify else "false"]
         else:
@@ -292,6 +295,7 @@ class QueratorServer(Server):
             # is one port.
             "--http-port",
             str(self.http_port),
+            *self.extra_args,
         ]
 
     def _ready(self) -> bool:
@@ -377,3 +381,172 @@ def redis_version() -> str:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# --- PostgreSQL: Querator nodes on one database, and the plain SQL queue (bench/pgqueue.py) -------------
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (which may hold spaces): field 3 (state) comes first."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user + system) of a process, all its threads; with `children`, plus what its children
+    that already exited and were waited for used (cutime + cstime)."""
+    try:
+        f = _stat_fields(pid)
+    except (OSError, ValueError):
+        return 0.0
+    ticks = int(f[11]) + int(f[12])  # utime, stime (fields 14 and 15)
+    if children:
+        ticks += int(f[13]) + int(f[14])  # cutime, cstime
+    return ticks / _CLK_TCK
+
+
+def postgres_cpu(postmaster_pid: int) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster, every live child (backends, walwriter,
+    checkpointer, autovacuum...) and, through the postmaster's cutime, every child that already exited.
+    A backend that ends between two readings moves from the second term to the first, so a difference
+    of two readings counts it once."""
+    total = process_cpu(postmaster_pid, children=True)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = _stat_fields(int(entry.name))
+            if int(f[1]) == postmaster_pid:  # field 4: ppid
+                total += process_cpu(int(entry.name), children=True)
+    return total
+
+
+class PgBackedServer(Server):
+    """A throwaway PgCluster (bench/pgcluster.py: fsync and synchronous_commit on) with one fresh database.
+    Subclasses add what runs against it; `stop()` closes the cluster and collects its log's errors."""
+
+    kind = "pg"
+
+    def __init__(self) -> None:
+        super().__init__(keep_data=False)
+        self.cluster: Any = None
+        self.dsn = ""
+
+    def _start_cluster(self) -> None:
+        from bench.pgcluster import PgCluster  # needs only the PostgreSQL binaries, checked when started
+
+        self.cluster = PgCluster().start()
+        self.dsn = self.cluster.create_database("bench")
+
+    def postmaster_pid(self) -> int:
+        return int((self.cluster.datadir / "postmaster.pid").read_text().split()[0])
+
+    def cpu_sources(self) -> dict[str, Any]:
+        """name -> function returning that process group's CPU seconds so far."""
+        pid = self.postmaster_pid()
+        return {"postgres": lambda: postgres_cpu(pid)}
+
+    def _stop_cluster(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is None:
+            return
+        log = cluster.read_log()
+        try:
+            cluster.close()
+        except RuntimeError as exc:
+            self.problems.append(f"{self.describe()}: {exc}")
+        lines = [ln for ln in log.splitlines() if re.search(r"\b(ERROR|FATAL|PANIC):", ln)]
+        self.problems += [f"{self.describe()} postgres log: {ln}" for ln in lines[:10]]
+
+
+class PgQueueServer(PgBackedServer):
+    """The plain SKIP LOCKED queue of bench/pgqueue.py: just the database; the queue is SQL run by the load
+    generator's process (so its client CPU is the queue's client CPU too)."""
+
+    kind = "pgqueue"
+
+    def describe(self) -> str:
+        return "pgqueue (plain SQL queue)"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        try:
+            self._start_cluster()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self._stop_cluster()
+
+    def alive(self) -> bool:
+        return self.cluster is not None
+
+
+class QueratorPgNodes(PgBackedServer):
+    """`nodes` Querator processes (`--backend postgres`) pointed at one fresh database: one Querator
+    (SPEC 9). `port` is the first node's, `ports` all of them; clients may use any."""
+
+    kind = "querator-pg"
+
+    def __init__(self, nodes: int = 1, extra_args: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.node_count = nodes
+        self.extra_args = extra_args
+        self.nodes: list[QueratorServer] = []
+        self.ports: list[int] = []
+
+    def describe(self) -> str:
+        return f"querator postgres x{self.node_count}"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        try:
+            self._start_cluster()
+            for _ in range(self.node_count):
+                node = QueratorServer("postgres", postgres_dsn=self.dsn, extra_args=self.extra_args)
+                self.nodes.append(node)
+                node.start(timeout)
+            self.ports = [n.port for n in self.nodes]
+            self.port = self.ports[0]
+            self._check_connected()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_connected(self, timeout: float = 10.0) -> None:
+        """Every node holds connections to the database: a build that accepted `--backend postgres` but
+        served from somewhere else would otherwise be measured as if it were the postgres backend."""
+        sql = "SELECT count(DISTINCT client_port) FROM pg_stat_activity WHERE datname = 'bench'"
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            seen = int(self.cluster.psql(sql))
+            if seen >= self.node_count:
+                return
+            time.sleep(0.1)
+        raise ServerError(
+            f"{self.describe()}: {seen} connection(s) to the database after {timeout}s; "
+            "is the postgres backend in this build?"
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        # Nodes first: a node whose database went away first would log connection errors.
+        for node in self.nodes:
+            node.stop(timeout)
+            self.problems += node.problems
+        self.nodes = []
+        self._stop_cluster()
+
+    def alive(self) -> bool:
+        return bool(self.nodes) and all(n.alive() for n in self.nodes)
+
+    def cpu_sources(self) -> dict[str, Any]:
+        out = super().cpu_sources()
+        for i, node in enumerate(self.nodes, 1):
+            assert node.proc is not None
+            pid = node.proc.pid
+            out[f"node {i}"] = lambda pid=pid: process_cpu(pid)
+        return out
