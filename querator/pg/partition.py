@@ -350,6 +350,8 @@ class SqlPartition:
     @property
     def idle(self) -> bool:
         """Nothing submitted, no step running, no timer due: what a test waits for after moving a clock."""
+        if self._stopping:
+            return True
         now = self._clock.now_ms()
         known = any(times and times[0] <= now for times in self._known)
         return (
