@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import perf_counter_ns
-from typing import Any, Final, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 from querator.engine import (
     EngineContext,
@@ -24,17 +24,15 @@ from querator.engine import (
 from querator.errors import QueratorError, TryAgainError
 from querator.ids import IdFormat, seq_of
 from querator.kvstate import KeyValueState
-from querator.model import LeasedItem, PartitionCounters, PartitionStats, StoredItem
+from querator.model import PartitionCounters, PartitionStats, StoredItem
 from querator.records import DEAD_REASONS, Record
+from querator.steps import cut_step, is_lease
 from querator.store.base import KeySpace, Store, WriteSet
 
 log = logging.getLogger("querator.partition")
 
 T = TypeVar("T")
 
-# Items one step applies at most (a request's weight is its item, id or lease count), so the event loop
-# is never held for long by one partition however deep the clients' pipelines are.
-_STEP_ITEMS: Final = 20_000
 
 _Result = tuple["asyncio.Future[Any]", object]
 
@@ -231,17 +229,8 @@ class PartitionActor:
         self._commit()
 
     def _take_inbox(self) -> list[Request[Any]]:
-        """The requests of one step: all that wait, up to about `_STEP_ITEMS` items (at least one request),
-        so one step cannot hold the event loop for long; the rest go to the next step."""
-        inbox = self._inbox
-        weight = 0
-        for taken, request in enumerate(inbox):
-            weight += request.weight
-            if weight >= _STEP_ITEMS:
-                self._inbox = inbox[taken + 1 :]
-                return inbox[: taken + 1]
-        self._inbox = []
-        return inbox
+        step, self._inbox = cut_step(self._inbox)
+        return step
 
     def _commit(self) -> None:
         results = self._results
@@ -290,7 +279,7 @@ class PartitionActor:
             if future.done():
                 # Cancelled: the caller went away before its reply. Leased items it will never see go back
                 # to the queue, so nothing is held by nobody until the lease times out.
-                if failure is None and _is_lease(result):
+                if failure is None and is_lease(result):
                     abandoned.extend(seq_of(item.id) for item in result)
                 continue
             if failure is not None:
@@ -301,8 +290,3 @@ class PartitionActor:
                 future.set_result(result)
         if abandoned and not self._stopping and self._writes.failed is None:
             self.submit(Release(abandoned))
-
-
-def _is_lease(result: object) -> TypeGuard[list[LeasedItem]]:
-    """A non-empty list of leased items (checked by exact type: cheaper than isinstance per reply)."""
-    return type(result) is list and bool(result) and type(result[0]) is LeasedItem

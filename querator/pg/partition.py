@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Any, Final, TypeGuard, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
@@ -47,14 +47,13 @@ from querator.pg.completes import CompleteLane
 from querator.pg.schema import PartitionTables
 from querator.pg.step import SqlStep, StepResult
 from querator.records import DEAD_REASONS, Record
+from querator.steps import cut_step, is_lease
 from querator.store.base import WriteSet
 
 log = logging.getLogger("querator.partition")
 
 T = TypeVar("T")
 
-# Items one step applies at most, so one partition cannot hold a connection for long.
-_STEP_ITEMS: Final = 20_000
 # How often each partition looks for timers that other nodes (or a dead one) left: lease ends within 1 s.
 TIMER_PASS_MS: Final = 1000
 # Passes for timers this node knows are due run at most this often (seconds of real time).
@@ -395,15 +394,8 @@ class SqlPartition:
         )
 
     def _take_inbox(self) -> list[Request[Any]]:
-        inbox = self._inbox
-        weight = 0
-        for taken, request in enumerate(inbox):
-            weight += request.weight
-            if weight >= _STEP_ITEMS:
-                self._inbox = inbox[taken + 1 :]
-                return inbox[: taken + 1]
-        self._inbox = []
-        return inbox
+        step, self._inbox = cut_step(self._inbox)
+        return step
 
     # -- one step --------------------------------------------------------------------------------------
 
@@ -851,7 +843,7 @@ class SqlPartition:
         for future, result in results:
             if future.done():
                 # Cancelled before its reply: leased items it will never see go back to the queue.
-                if error is None and _is_lease(result):
+                if error is None and is_lease(result):
                     abandoned.extend(seq_of(item.id) for item in result)
                 continue
             if error is not None:
@@ -888,7 +880,3 @@ def _lost(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in ("57", "08")
     return not isinstance(exc, asyncpg.InterfaceError)
-
-
-def _is_lease(result: object) -> TypeGuard[list[LeasedItem]]:
-    return type(result) is list and bool(result) and type(result[0]) is LeasedItem
