@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -46,6 +45,7 @@ from querator.pg import rows as R
 from querator.pg.completes import CompleteLane
 from querator.pg.schema import PartitionTables
 from querator.pg.step import SqlStep, StepResult
+from querator.pg.timers import EXPIRY, KNOWN_PASS_S, LEASES, Passes, TimerPlan
 from querator.records import DEAD_REASONS, Record
 from querator.steps import cut_step, is_lease
 from querator.store.base import WriteSet
@@ -54,12 +54,6 @@ log = logging.getLogger("querator.partition")
 
 T = TypeVar("T")
 
-# How often each partition looks for timers that other nodes (or a dead one) left: lease ends within 1 s.
-TIMER_PASS_MS: Final = 1000
-# Passes for timers this node knows are due run at most this often (seconds of real time).
-_KNOWN_PASS_S: Final = 0.02
-# Partition 0 of each queue sweeps deduplication keys no live node knows about this often.
-_SWEEP_EVERY_MS: Final = 30_000
 # Errors that mean the database cannot be used now: the step is rolled back (or never began), every
 # request in it answers -TRYAGAIN, and the next step tries again.
 DATABASE_ERRORS: Final = (
@@ -131,12 +125,7 @@ class SqlPartition:
         self.leased = 0
         self.scheduled = 0
         self._maybe_ready = True  # items may be ready that the estimate does not show: look
-        # When this node knows a timer is due: lease deadlines, due times, expiry times and deduplication
-        # key ends it set (heaps).
-        self._known: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
-        self._last_known_pass = 0.0
-        self._next_pass = 0
-        self._next_sweep = 0
+        self._timers = TimerPlan(shared.context.loop)
         self._inbox: list[Request[Any]] = []
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -190,7 +179,7 @@ class SqlPartition:
 
     def expect_expiry(self, when: int) -> None:
         """Items that arrived from another queue's step expire at `when`."""
-        heapq.heappush(self._known[2], when)
+        self._timers.expect(EXPIRY, when)
         self.wake()
 
     def apply_deltas(self, deltas: list[int]) -> None:
@@ -269,11 +258,11 @@ class SqlPartition:
         await self._load()
         while True:
             now = self._clock.now_ms()
-            if not self._inbox and not self._timers_due(now) and not self._should_deal():
+            if not self._inbox and not self._timers.due(now) and not self._should_deal():
                 if self._stopping:
                     return
                 self._wake = loop.create_future()
-                delay = max(_KNOWN_PASS_S / 2, (self._next_timer_at() - now) / 1000)
+                delay = max(KNOWN_PASS_S / 2, (self._timers.next_at() - now) / 1000)
                 handle = loop.call_later(delay, self.wake)
                 try:
                     await self._wake
@@ -312,15 +301,18 @@ class SqlPartition:
         self.refresh(int(counts[0]), int(counts[1]), int(counts[2]))
         options = self._queue.options
         created = [c for c in (ready_created, scheduled_created) if c is not None]
-        found = (
-            deadline,
-            due,
-            min(created) + options.expire_timeout if created and options.expire_timeout else None,
-            first_use + options.dedup_window if first_use is not None and options.dedup_window else None,
+        self._timers.expect_each(
+            (
+                [deadline],
+                [due],
+                [min(created) + options.expire_timeout if created and options.expire_timeout else None],
+                [
+                    first_use + options.dedup_window
+                    if first_use is not None and options.dedup_window
+                    else None
+                ],
+            )
         )
-        for times, when in zip(self._known, found, strict=True):
-            if when is not None:
-                heapq.heappush(times, int(when))
 
     def _lease_head(self) -> int:
         """Where a lease's scan of the primary key starts. Completed items leave dead index entries at the
@@ -337,60 +329,27 @@ class SqlPartition:
     def _should_deal(self) -> bool:
         return bool(self._waiting) and not self._queue.paused and (self.ready > 0 or self._maybe_ready)
 
-    def _next_timer_at(self) -> int:
-        return min([self._next_pass, *(times[0] for times in self._known if times)])
-
-    def _timers_due(self, now: int) -> bool:
-        if now >= self._next_pass:
-            return True
-        known = any(times and times[0] <= now for times in self._known)
-        return known and self._context.loop.time() - self._last_known_pass >= _KNOWN_PASS_S
-
     @property
     def idle(self) -> bool:
         """Nothing submitted, no step running, no timer due: what a test waits for after moving a clock."""
         if self._stopping:
             return True
-        now = self._clock.now_ms()
-        known = any(times and times[0] <= now for times in self._known)
         return (
             not self._inbox
             and not self._stepping
             and not self._completes.busy
-            and not known
-            and now < self._next_pass
+            and self._timers.quiet(self._clock.now_ms())
         )
 
-    def _timer_flags(self, now: int) -> tuple[bool, bool, bool, bool]:
-        """Which timer passes (lease ends, schedules, expiry, the deduplication key sweep) this step runs:
-        those this node knows are due
-        (at most every `_KNOWN_PASS_S` of real time, so steady traffic does not make every step a pass),
-        and every `TIMER_PASS_MS` those the estimates say may have work."""
-        due = [bool(times) and times[0] <= now for times in self._known]
-        loop_time = self._context.loop.time()
-        if any(due) and loop_time - self._last_known_pass >= _KNOWN_PASS_S:
-            self._last_known_pass = loop_time
-            for times in self._known:
-                while times and times[0] <= now:
-                    heapq.heappop(times)
-        else:
-            due = [False, False, False, False]
-        if now < self._next_pass:
-            return due[0], due[1], due[2], due[3]
-        self._next_pass = now + TIMER_PASS_MS
+    def _timer_passes(self, now: int) -> Passes:
         options = self._queue.options
-        # The estimates are the counter rows summed each second: exact but for the last second's steps.
-        waiting = self.ready > 0 or self.scheduled > 0
-        sweep = due[3]
-        if self.index == 0 and options.dedup_window and now >= self._next_sweep:
-            # Keys stored through a node that died (a lookup already ignores them once expired).
-            self._next_sweep = now + _SWEEP_EVERY_MS
-            sweep = True
-        return (
-            due[0] or self.leased > 0,
-            due[1] or self.scheduled > 0,
-            due[2] or (bool(options.expire_timeout) and waiting),
-            sweep,
+        return self._timers.passes(
+            now,
+            leased=self.leased > 0,
+            scheduled=self.scheduled > 0,
+            items=self.ready > 0 or self.scheduled > 0,
+            expire=bool(options.expire_timeout),
+            sweeps=self.index == 0 and bool(options.dedup_window),
         )
 
     def _take_inbox(self) -> list[Request[Any]]:
@@ -403,7 +362,7 @@ class SqlPartition:
         taken = self._take_inbox()
         marks = [self._read_marks.pop(r.future) for r in taken if r.future in self._read_marks]
         inbox = [r for r in taken if not r.future.done()]
-        timers = self._timer_flags(now)
+        timers = self._timer_passes(now)
         if not inbox and not any(timers) and not self._should_deal():
             return
         if not any(timers) and self._one_statement(inbox, now):
@@ -417,9 +376,7 @@ class SqlPartition:
         finally:
             self._lease_ends_in_step = False
 
-    async def _step_transaction(
-        self, now: int, inbox: list[Request[Any]], timers: tuple[bool, bool, bool, bool]
-    ) -> None:
+    async def _step_transaction(self, now: int, inbox: list[Request[Any]], timers: Passes) -> None:
         started = perf_counter_ns()
         results: list[_Result] = []
         step: SqlStep | None = None
@@ -648,9 +605,9 @@ class SqlPartition:
             [len(made) - len(leased), len(leased) - len(ended), 0, *([0] * (len(R.COUNTERS) - 3))]
         )
         if leased:
-            heapq.heappush(self._known[0], deadline)
+            self._timers.expect(LEASES, deadline)
         if made and options.expire_timeout:
-            heapq.heappush(self._known[2], now + options.expire_timeout)
+            self._timers.expect(EXPIRY, now + options.expire_timeout)
         if len(items) < count:
             self.ready = 0
         if deal:
@@ -824,10 +781,7 @@ class SqlPartition:
                 arrived_at.expect_expiry(expires)
         if result.emptied:
             self.ready = 0
-        found_times = (result.deadlines, result.dues, result.expiries, result.sweeps)
-        for times, found in zip(self._known, found_times, strict=True):
-            for when in found:
-                heapq.heappush(times, when)
+        self._timers.expect_each((result.deadlines, result.dues, result.expiries, result.sweeps))
         for why, count in result.dead.items():
             fields = {
                 "queue": self._queue.name,
