@@ -22,11 +22,11 @@ from querator.engine import (
     Request,
 )
 from querator.errors import QueratorError, TryAgainError
-from querator.ids import IdFormat, seq_of
+from querator.ids import IdFormat
 from querator.kvstate import KeyValueState
 from querator.model import PartitionCounters, PartitionStats, StoredItem
-from querator.records import DEAD_REASONS, Record
-from querator.steps import cut_step, is_lease
+from querator.records import Record
+from querator.steps import answer, cut_step, log_dead_letters
 from querator.store.base import KeySpace, Store, WriteSet
 
 log = logging.getLogger("querator.partition")
@@ -237,7 +237,8 @@ class PartitionActor:
         self._results = []
         state = self.state
         if state.dead_in_step:
-            self._log_dead_letters()
+            log_dead_letters(self._queue, self.index, state.dead_in_step)
+            state.dead_in_step.clear()
         on_commit = self._engine.on_commit
         started = perf_counter_ns() if on_commit is not None else 0
         written = state.flush()
@@ -259,34 +260,8 @@ class PartitionActor:
             on_commit(perf_counter_ns() - started)
         self._resolve(results, None)
 
-    def _log_dead_letters(self) -> None:
-        """One line per step and dead-reason, not per item: a burst of expiries must not flood the log."""
-        for why, count in self.state.dead_in_step.items():
-            fields = {
-                "queue": self._queue.name,
-                "partition": self.index,
-                "count": count,
-                "reason": DEAD_REASONS[why],
-                "dead_queue": self._queue.options.dead_queue or "-",
-            }
-            log.info("items dead-lettered", extra={"fields": fields})
-        self.state.dead_in_step.clear()
-
     def _resolve(self, results: list[_Result], error: BaseException | None) -> None:
         failure = TryAgainError(f"storage failed; {error}") if error is not None else None
-        abandoned: list[int] = []
-        for future, result in results:
-            if future.done():
-                # Cancelled: the caller went away before its reply. Leased items it will never see go back
-                # to the queue, so nothing is held by nobody until the lease times out.
-                if failure is None and is_lease(result):
-                    abandoned.extend(seq_of(item.id) for item in result)
-                continue
-            if failure is not None:
-                future.set_exception(failure)
-            elif isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        abandoned = answer(results, failure)
         if abandoned and not self._stopping and self._writes.failed is None:
             self.submit(Release(abandoned))

@@ -46,8 +46,8 @@ from querator.pg.completes import CompleteLane
 from querator.pg.schema import PartitionTables
 from querator.pg.step import SqlStep, StepResult
 from querator.pg.timers import EXPIRY, KNOWN_PASS_S, LEASES, Passes, TimerPlan
-from querator.records import DEAD_REASONS, Record
-from querator.steps import cut_step, is_lease
+from querator.records import Record
+from querator.steps import answer, cut_step, log_dead_letters
 from querator.store.base import WriteSet
 
 log = logging.getLogger("querator.partition")
@@ -782,30 +782,10 @@ class SqlPartition:
         if result.emptied:
             self.ready = 0
         self._timers.expect_each((result.deadlines, result.dues, result.expiries, result.sweeps))
-        for why, count in result.dead.items():
-            fields = {
-                "queue": self._queue.name,
-                "partition": self.index,
-                "count": count,
-                "reason": DEAD_REASONS[why],
-                "dead_queue": self._queue.options.dead_queue or "-",
-            }
-            log.info("items dead-lettered", extra={"fields": fields})
+        log_dead_letters(self._queue, self.index, result.dead)
 
     def _resolve(self, results: list[_Result], error: QueratorError | None) -> None:
-        abandoned: list[int] = []
-        for future, result in results:
-            if future.done():
-                # Cancelled before its reply: leased items it will never see go back to the queue.
-                if error is None and is_lease(result):
-                    abandoned.extend(seq_of(item.id) for item in result)
-                continue
-            if error is not None:
-                future.set_exception(error)
-            elif isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        abandoned = answer(results, error)
         if abandoned and not self._stopping:
             self.submit(Release(abandoned))
 
