@@ -7,7 +7,11 @@ items/s and the server process's CPU µs per operation (all threads, from /proc)
 p50 / p99 latency, per run and as medians: on a shared machine the CPU figure is the steadier one.
 
     .venv/bin/python -m bench.compare_commits BEFORE AFTER [--rounds 4] [--items 150000]
-        [--only produce cycle handoff] [--data-root /dev/shm]
+        [--only produce cycle handoff] [--data-root /dev/shm] [--backend postgres [--nodes 2]]
+
+With `--backend postgres`, each measurement gets a throwaway PostgreSQL cluster (bench/pgcluster.py,
+fsync and synchronous_commit on) and `--nodes` Querator nodes on it, the clients dealt over them; the CPU
+figure is then the nodes' and PostgreSQL's together.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script too: the load generators and the cluster are this checkout's
+
+from bench.pgcluster import PgCluster  # noqa: E402
+from bench.servers import postgres_cpu  # noqa: E402
 
 
 def _free_port() -> int:
@@ -41,33 +49,65 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Served:
-    """A server started from `tree` (a checkout of one commit) on a fresh data directory."""
+    """Querator started from `tree` (a checkout of one commit) on fresh storage: a data directory, or a
+    throwaway PostgreSQL cluster with `nodes` nodes on it."""
 
-    def __init__(self, tree: Path, data_root: str | None = None) -> None:
-        self.port = _free_port()
-        self.data = tempfile.mkdtemp(prefix="querator-compare-", dir=data_root)
-        args = [sys.executable, "-m", "querator", "serve", "--port", str(self.port), "--data", self.data]
-        if "http-port" in (tree / "querator" / "cli.py").read_text():
+    def __init__(
+        self, tree: Path, data_root: str | None = None, backend: str = "rocksdb", nodes: int = 1
+    ) -> None:
+        self.tree = tree
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self.data = ""
+        self.cluster: PgCluster | None = None
+        try:
+            if backend == "postgres":
+                self.cluster = PgCluster().start()
+                dsn = self.cluster.create_database("bench")
+                for _ in range(nodes):
+                    self._start(["--backend", "postgres", "--postgres-dsn", dsn])
+            else:
+                self.data = tempfile.mkdtemp(prefix="querator-compare-", dir=data_root)
+                self._start(["--data", self.data])
+        except BaseException:
+            self.stop()
+            raise
+        self.port = self.ports[0]
+
+    def _start(self, storage: list[str]) -> None:
+        port = _free_port()
+        args = [sys.executable, "-m", "querator", "serve", "--port", str(port), *storage]
+        if "http-port" in (self.tree / "querator" / "cli.py").read_text():
             args += ["--http-port", "0"]  # versions with HTTP: keep it off, as the older ones have none
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        self.proc = subprocess.Popen(
-            args, cwd=tree, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        env = dict(os.environ, PYTHONPATH=str(self.tree))
+        proc = subprocess.Popen(
+            args, cwd=self.tree, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
         )
-        assert self.proc.stderr is not None
+        self.procs.append(proc)
+        assert proc.stderr is not None
         log = b""
         while b"ready to accept" not in log:
-            chunk = self.proc.stderr.read1(4096)
+            chunk = os.read(proc.stderr.fileno(), 4096)
             if not chunk:
-                raise RuntimeError(f"{tree}: server did not start: {log.decode(errors='replace')}")
+                raise RuntimeError(f"{self.tree}: server did not start: {log.decode(errors='replace')}")
             log += chunk
+        self.ports.append(port)
 
     def cpu(self) -> float:
-        return _cpu_seconds(self.proc.pid)
+        """CPU seconds so far of every node and, on postgres, of the database server too."""
+        total = sum(_cpu_seconds(proc.pid) for proc in self.procs)
+        if self.cluster is not None:
+            total += postgres_cpu(int((self.cluster.datadir / "postmaster.pid").read_text().split()[0]))
+        return total
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        shutil.rmtree(self.data, ignore_errors=True)
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        if self.cluster is not None:
+            self.cluster.close()
+        if self.data:
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 # A workload returns the operations it made and, for latency workloads, named figures in ms.
@@ -87,7 +127,8 @@ def one_item_produce(server: Served, items: int) -> Outcome:
 
 def cycle(server: Served, items: int) -> Outcome:
     subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--port", str(server.port), "--target", "querator", "cycle",
+        [sys.executable, "-m", "bench.loadgen", "--port", *map(str, server.ports), "--target", "querator",
+         "cycle",
          "--producers", "8", "--consumers", "8", "--count", "100", "--items", str(items)],
         check=True, capture_output=True, cwd=ROOT,
     )  # fmt: skip
@@ -97,7 +138,8 @@ def cycle(server: Served, items: int) -> Outcome:
 def handoff(server: Served, items: int) -> Outcome:
     """W4: the rate is fixed (1,000 items/s for 3 s); what matters is the latency."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--port", str(server.port), "--target", "querator", "handoff",
+        [sys.executable, "-m", "bench.loadgen", "--port", *map(str, server.ports), "--target", "querator",
+         "handoff",
          "--rate", "1000", "--duration", "3"],
         check=True, capture_output=True, cwd=ROOT,
     )  # fmt: skip
@@ -113,9 +155,9 @@ WORKLOADS: dict[str, Callable[[Served, int], Outcome]] = {
 
 
 def measure(
-    tree: Path, workload: Callable[[Served, int], Outcome], items: int, data_root: str | None
+    tree: Path, workload: Callable[[Served, int], Outcome], items: int, args: argparse.Namespace
 ) -> tuple[float, float, dict[str, float]]:
-    server = Served(tree, data_root)
+    server = Served(tree, args.data_root, args.backend, args.nodes)
     try:
         cpu0, started = server.cpu(), time.monotonic()
         ops, figures = workload(server, items)
@@ -139,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         help="where the servers' data directories go (default: the system's temporary directory); a tmpfs "
         "such as /dev/shm makes fsync nearly free, which leaves the server's own share of a latency",
     )
+    parser.add_argument("--backend", choices=["rocksdb", "postgres"], default="rocksdb")
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="with --backend postgres: nodes on the one database"
+    )
     args = parser.parse_args(argv)
     workloads = {name: WORKLOADS[name] for name in args.only}
     work = Path(tempfile.mkdtemp(prefix="querator-commits-"))
@@ -155,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
             for name, workload in workloads.items():
                 for label in order:
-                    rate, cpu, figures = measure(trees[label], workload, args.items, args.data_root)
+                    rate, cpu, figures = measure(trees[label], workload, args.items, args)
                     results.setdefault((name, label), []).append((rate, cpu, figures))
                     extra = "".join(f" {key} {value:7.2f}" for key, value in figures.items())
                     print(

@@ -588,7 +588,13 @@ def run_handoff(port: Ports, target: str, **kwargs: Any) -> HandoffResult:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--port",
+        type=int,
+        nargs="+",
+        required=True,
+        help="one port, or several (the clients dealt over them)",
+    )
     parser.add_argument("--target", choices=["querator", "redis"], required=True)
     sub = parser.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("cycle")
@@ -604,10 +610,11 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--consumers", type=int, default=8)
     h.add_argument("--time-limit", type=float, default=30.0)
     args = parser.parse_args(argv)
+    ports: Ports = args.port[0] if len(args.port) == 1 else args.port
     result: Any
     if args.mode == "cycle":
         result = run_cycle(
-            args.port,
+            ports,
             args.target,
             producers=args.producers,
             consumers=args.consumers,
@@ -618,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         result = run_handoff(
-            args.port,
+            ports,
             args.target,
             rate=args.rate,
             duration=args.duration,
