@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from querator.pg.schema import ITEM_COLUMNS, PartitionTables
+from querator.pg.schema import ITEM_COLUMNS, PartitionTables, leased_until_after
 
 _ITEM: Final = ", ".join(ITEM_COLUMNS)
 
@@ -49,7 +49,7 @@ def statement(t: PartitionTables, shape: Shape) -> str:
     ]
     if shape.completes:
         ctes.append(
-            f"done AS (DELETE FROM {t.items} WHERE seq = ANY($5::bigint[]) AND state = 1 AND deadline > $1 "
+            f"done AS (DELETE FROM {t.items} WHERE seq = ANY($5::bigint[]) AND {leased_until_after('$1')} "
             "RETURNING seq)"
         )
     if shape.leases:

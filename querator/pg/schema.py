@@ -190,6 +190,14 @@ class PartitionTables:
         ]
 
 
+def leased_until_after(now: str) -> str:
+    """SQL for "leased, and the lease not over at `now`" (a parameter such as "$2"), for rows the primary
+    key finds by their seqs (`seq = ANY(...)`). `state + 0` keeps the planner off the partial index of
+    leases: it would AND a bitmap scan of that index with the primary key's, and a bitmap scan walks every
+    entry that leases left behind until vacuum (it never marks one dead, as an index scan does), so a
+    complete of 50 ids read 30,000 entries (0.7 ms of its 0.85)."""
+    return f"state + 0 = 1 AND deadline > {now}"
+
 async def migrate(conn: asyncpg.Connection) -> int:
     """Bring the database to `SCHEMA_VERSION` (one node at a time); the version found before."""
     async with conn.transaction():

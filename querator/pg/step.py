@@ -31,7 +31,7 @@ from querator.ids import IdFormat
 from querator.model import LeasedItem, PartitionCounters, PartitionStats, QueueOptions
 from querator.pg import rows as R
 from querator.pg.rows import Deltas, Item
-from querator.pg.schema import PartitionTables
+from querator.pg.schema import PartitionTables, leased_until_after
 from querator.records import DEAD_EXPIRED, DEAD_MAX_ATTEMPTS, DEAD_RETRY, Record
 
 
@@ -178,7 +178,7 @@ class SqlStep:
     async def end_leases(self, seqs: list[int]) -> list[tuple[int, Item]]:
         """Delete unexpired leases among `seqs`; their items (the caller says where they go)."""
         rows = await self.conn.fetch(
-            f"DELETE FROM {self.t.items} WHERE seq = ANY($1::bigint[]) AND state = 1 AND deadline > $2 "
+            f"DELETE FROM {self.t.items} WHERE seq = ANY($1::bigint[]) AND {leased_until_after('$2')} "
             f"RETURNING {R.RETURN_ITEM}",
             seqs,
             self.now,
@@ -347,7 +347,7 @@ class SqlStep:
         """Every complete of the step in one DELETE; each request is answered for its own ids."""
         seqs = [seq for op in ops for seq in op.seqs]
         rows = await self.conn.fetch(
-            f"DELETE FROM {self.t.items} WHERE seq = ANY($1::bigint[]) AND state = 1 AND deadline > $2 "
+            f"DELETE FROM {self.t.items} WHERE seq = ANY($1::bigint[]) AND {leased_until_after('$2')} "
             "RETURNING seq",
             seqs,
             self.now,
@@ -392,8 +392,8 @@ class SqlStep:
     async def extend(self, op: Extend) -> int:
         deadline = self.now + op.lease_for
         rows = await self.conn.fetch(
-            f"UPDATE {self.t.items} SET deadline = $3 WHERE seq = ANY($1::bigint[]) AND state = 1 "
-            "AND deadline > $2 RETURNING seq",
+            f"UPDATE {self.t.items} SET deadline = $3 WHERE seq = ANY($1::bigint[]) "
+            f"AND {leased_until_after('$2')} RETURNING seq",
             op.seqs,
             self.now,
             deadline,
