@@ -123,6 +123,11 @@ class PostgresBackend:
             statement_cache_size=_STATEMENT_CACHE,
             command_timeout=30,
             reset=_keep_session,
+            # Every statement here finds rows by key or walks an index in order under a LIMIT. A bitmap
+            # scan does neither well: it reads every match before the LIMIT applies (with a stale estimate,
+            # the whole backlog of a lease, then sorted) and never marks dead index entries, so each one
+            # walks what vacuum has not yet removed.
+            server_settings={"enable_bitmapscan": "off"},
         )
         self._shared.pool = self._pool
         async with self._pool.acquire() as conn:

@@ -5,7 +5,9 @@ Shared tables: `querator_schema` (the version), `querator_queues` (the catalog),
 node: no hot row) and `querator_dedup` (QPRODUCE DEDUP keys). Each partition of each queue incarnation
 `uid` has a table of ready and leased items in seq order (`querator_q<uid>_p<n>`), a table of scheduled
 items (`..._s`), and a sequence for its seqs (`..._seq`). Table names come from numbers, never from queue
-names. Only the primary keys and two small partial indexes exist, so the FIFO scan walks the primary key.
+names. Besides the primary keys, the indexes are: the ready items by seq (partial: the FIFO scan), the
+leases by deadline (partial: lease expiry), the scheduled items by due time and, while the queue has an
+expire timeout, the ready items by age.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Final
 
 import asyncpg
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # pg_advisory_xact_lock key: nodes starting together migrate one at a time.
 _MIGRATION_LOCK: Final = 0x5155_4552  # "QUER"
 
@@ -60,6 +62,19 @@ _MIGRATIONS: Final[list[list[str]]] = [
             PRIMARY KEY (uid, key))""",
         # The sweep finds a queue's expired keys without reading its live ones.
         "CREATE INDEX querator_dedup_age ON querator_dedup (uid, first_use)",
+    ],
+    # Version 2: the lease's index of ready items (`PartitionTables.create`) on every existing partition.
+    [
+        """DO $$
+        DECLARE t text;
+        BEGIN
+            FOR t IN SELECT c.relname FROM pg_class c
+                WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+                AND c.relname ~ '^querator_q[0-9]+_p[0-9]+$'
+            LOOP
+                EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (seq) WHERE state = 0', t || '_ready', t);
+            END LOOP;
+        END $$""",
     ],
 ]
 
@@ -166,6 +181,9 @@ class PartitionTables:
             f"ALTER TABLE {self.items} ALTER COLUMN payload SET STORAGE EXTERNAL",
             # Lease expiry finds the leases that ended without walking the ready items.
             f"CREATE INDEX IF NOT EXISTS {self.items}_leases ON {self.items} (deadline) WHERE state = 1",
+            # A lease walks the ready items in seq order without visiting the leased ones (on the primary
+            # key, the consumers' unexpired leases sit at the head, and another node's are behind its hint).
+            f"CREATE INDEX IF NOT EXISTS {self.items}_ready ON {self.items} (seq) WHERE state = 0",
             f"""CREATE TABLE IF NOT EXISTS {self.scheduled} (
                 seq bigint PRIMARY KEY,
                 due_at bigint NOT NULL,{_ITEM_DDL})""",
