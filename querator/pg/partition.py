@@ -42,7 +42,7 @@ from querator.ids import IdFormat, seq_of
 from querator.model import LeasedItem, QueueOptions
 from querator.pg import cycle
 from querator.pg import rows as R
-from querator.pg.completes import CompleteLane
+from querator.pg.lanes import CompleteLane, LaneContext, ProduceLane
 from querator.pg.schema import PartitionTables
 from querator.pg.step import SqlStep, StepResult
 from querator.pg.timers import EXPIRY, KNOWN_PASS_S, LEASES, Passes, TimerPlan
@@ -105,21 +105,31 @@ class SqlPartition:
         self._writer = f"{shared.node}/{queue.uid}/{index}"
         self._waiters = queue.waiters
         self._waiting = queue.waiters.line
-        self._completes = CompleteLane(
+        lanes = LaneContext(
             shared.context,
             shared.connection,
             self.tables,
-            f"{self._writer}/c",
             queue.name,
             self._settle_lost_commit,
             self._unavailable,
             _lost,
             DATABASE_ERRORS,
-            self._completed_beside,
+        )
+        # Completes and plain produces on lanes of their own beside the main steps (lanes.py).
+        self._completes = CompleteLane(lanes, f"{self._writer}/c", self._completed_beside)
+        self._produces = ProduceLane(
+            lanes,
+            f"{self._writer}/p",
+            lambda seqs: list(self.ids.many(seqs)),
+            self._note,
+            self._produced_beside,
         )
         # The place of a read or a lease end among the completes: how many had been submitted before it.
         self._read_marks: dict[asyncio.Future[Any], int] = {}
+        # The place of a main-step request among the lane's produces.
+        self._produce_marks: dict[asyncio.Future[Any], int] = {}
         self._lease_ends_in_step = False
+        self._step_commutes = True  # the running main step has only leases, completes and wake-ups
         # Estimates (see the module's text).
         self.ready = 0
         self.leased = 0
@@ -194,7 +204,8 @@ class SqlPartition:
         self._task = self._context.loop.create_task(
             self._run(), name=f"partition {self._queue.name}/{self.index}"
         )
-        self._completes.start(f"{self._queue.name}/{self.index}")
+        self._completes.start(f"completes {self._queue.name}/{self.index}")
+        self._produces.start(f"produces {self._queue.name}/{self.index}")
 
     async def stop(self, error: QueratorError | None = None) -> None:
         self._clock.unsubscribe(self.wake)
@@ -208,10 +219,25 @@ class SqlPartition:
         if self._task is not None:
             await asyncio.shield(self._task)
         await self._completes.stop(error)
+        await self._produces.stop(error)
 
     def _completed_beside(self, count: int) -> None:
         """The complete lane ended `count` leases."""
         self.leased = max(0, self.leased - count)
+
+    def _produced_beside(self, count: int, now: int) -> None:
+        """The produce lane made `count` items ready."""
+        self.ready += count
+        if count and self.options.expire_timeout:
+            self._timers.expect(EXPIRY, now + self.options.expire_timeout)
+        if self._waiting:
+            self.poke()  # a consumer began to wait here while the statement ran
+
+    def _note(self) -> tuple[str, str] | None:
+        """The notification a commit that made items ready sends: (channel, payload), or None."""
+        if not self._shared.notify:
+            return None
+        return self._shared.channel, f"{self._shared.node} {self.uid}"
 
     def wake(self) -> None:
         wake = self._wake
@@ -219,7 +245,7 @@ class SqlPartition:
             wake.set_result(None)
 
     def pending(self) -> int:
-        return len(self._inbox) + self._completes.pending()
+        return len(self._inbox) + self._completes.pending() + self._produces.pending()
 
     def submit(self, op: Operation[T]) -> asyncio.Future[T]:
         if self._stopping:
@@ -227,14 +253,27 @@ class SqlPartition:
         if self.pending() >= self._context.inbox_limit:
             raise TryAgainError(f"partition is overloaded; queue '{self._queue.name}' partition {self.index}")
         if type(op) is Complete and not self._lease_ends_waiting():
-            return self._completes.submit(op)  # type: ignore[return-value]
+            return self._completes.submit(op)
+        if type(op) is Produce and self._produce_beside(op):
+            return self._produces.submit(op)
         future: asyncio.Future[T] = self._context.loop.create_future()
         self._inbox.append(Request(op, future, op.weight))
         if isinstance(op, Read) or type(op) in _BY_IDS:
             # It must see the completes submitted before it (a read, a retry of a completed id).
             self._read_marks[future] = self._completes.submitted
+        if self._produces.busy:
+            self._produce_marks[future] = self._produces.submitted  # and every produce before it
         self.wake()
         return future
+
+    def _produce_beside(self, op: Produce) -> bool:
+        """Whether a produce goes to the produce lane (see lanes.py): a plain one, no consumer waiting here
+        to be dealt its items in the same statement, and nothing in the main steps it must follow."""
+        if op.due > self._clock.now_ms() or (op.dedup is not None and self.options.dedup_window):
+            return False
+        if self._waiting or not self._step_commutes:
+            return False
+        return all(type(r.op) in _COMMUTE for r in self._inbox)
 
     def _lease_ends_waiting(self) -> bool:
         """A retry, extend, release or remove is waiting or being applied: a complete after it goes
@@ -338,6 +377,7 @@ class SqlPartition:
             not self._inbox
             and not self._stepping
             and not self._completes.busy
+            and not self._produces.busy
             and self._timers.quiet(self._clock.now_ms())
         )
 
@@ -361,10 +401,21 @@ class SqlPartition:
     async def _step(self, now: int) -> None:
         taken = self._take_inbox()
         marks = [self._read_marks.pop(r.future) for r in taken if r.future in self._read_marks]
+        produce_marks = [self._produce_marks.pop(r.future) for r in taken if r.future in self._produce_marks]
         inbox = [r for r in taken if not r.future.done()]
         timers = self._timer_passes(now)
         if not inbox and not any(timers) and not self._should_deal():
             return
+        self._step_commutes = all(type(r.op) in _COMMUTE for r in inbox)
+        try:
+            if produce_marks:
+                await self._produces.applied_to(max(produce_marks))  # they see the produces before them
+                now = self._clock.now_ms()
+            await self._step_kind(now, inbox, marks, timers)
+        finally:
+            self._step_commutes = True
+
+    async def _step_kind(self, now: int, inbox: list[Request[Any]], marks: list[int], timers: Passes) -> None:
         if not any(timers) and self._one_statement(inbox, now):
             await self._step_cycle(now, inbox)
             return
@@ -789,6 +840,9 @@ class SqlPartition:
         if abandoned and not self._stopping:
             self.submit(Release(abandoned))
 
+
+# What a produce on the produce lane may pass in the main steps (lanes.py).
+_COMMUTE: Final = (Lease, Complete, Nudge)
 
 _BY_IDS: Final[dict[type, Callable[[SqlStep, Any], Any]]] = {
     Retry: SqlStep.retry,

@@ -216,6 +216,7 @@ def leased_until_after(now: str) -> str:
     complete of 50 ids read 30,000 entries (0.7 ms of its 0.85)."""
     return f"state + 0 = 1 AND deadline > {now}"
 
+
 async def migrate(conn: asyncpg.Connection) -> int:
     """Bring the database to `SCHEMA_VERSION` (one node at a time); the version found before."""
     async with conn.transaction():
