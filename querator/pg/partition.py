@@ -401,23 +401,42 @@ class SqlPartition:
     async def _step(self, now: int) -> None:
         taken = self._take_inbox()
         marks = [self._read_marks.pop(r.future) for r in taken if r.future in self._read_marks]
-        produce_marks = [self._produce_marks.pop(r.future) for r in taken if r.future in self._produce_marks]
+        produce_marks = {
+            r.future: self._produce_marks.pop(r.future) for r in taken if r.future in self._produce_marks
+        }
         inbox = [r for r in taken if not r.future.done()]
         timers = self._timer_passes(now)
         if not inbox and not any(timers) and not self._should_deal():
             return
         self._step_commutes = all(type(r.op) in _COMMUTE for r in inbox)
         try:
-            if produce_marks:
-                await self._produces.applied_to(max(produce_marks))  # they see the produces before them
-                now = self._clock.now_ms()
-            await self._step_kind(now, inbox, marks, timers)
+            await self._step_kind(now, inbox, marks, produce_marks, timers)
         finally:
             self._step_commutes = True
 
-    async def _step_kind(self, now: int, inbox: list[Request[Any]], marks: list[int], timers: Passes) -> None:
-        if not any(timers) and self._one_statement(inbox, now):
-            await self._step_cycle(now, inbox)
+    async def _step_kind(
+        self,
+        now: int,
+        inbox: list[Request[Any]],
+        marks: list[int],
+        produce_marks: dict[asyncio.Future[Any], int],
+        timers: Passes,
+    ) -> None:
+        one_statement = not any(timers) and self._one_statement(inbox, now)
+        # Requests see the produces submitted before them. A lease in the common step need not wait for
+        # them: only one that comes back short can have missed their items (see `_top_up`).
+        waits = [
+            m
+            for r in inbox
+            if (m := produce_marks.get(r.future, 0)) and not (one_statement and type(r.op) is Lease)
+        ]
+        if waits:
+            await self._produces.applied_to(max(waits))
+            now = self._clock.now_ms()
+        if one_statement:
+            applied = self._produces.applied
+            behind = {f: m for f, m in produce_marks.items() if m > applied}
+            await self._step_cycle(now, inbox, behind)
             return
         if marks:
             await self._completes.applied_to(max(marks))  # the completes made before them have committed
@@ -539,7 +558,11 @@ class SqlPartition:
                 return False
         return True
 
-    async def _step_cycle(self, now: int, inbox: list[Request[Any]]) -> None:
+    async def _step_cycle(
+        self, now: int, inbox: list[Request[Any]], behind: dict[asyncio.Future[Any], int] | None = None
+    ) -> None:
+        """The common step as one statement (cycle.py). `behind`: the leases that ran before every produce
+        submitted ahead of them had committed, with the mark to wait for."""
         started = perf_counter_ns()
         completes: list[Complete] = []
         produces: list[Produce] = []
@@ -649,7 +672,11 @@ class SqlPartition:
             elif isinstance(op, Lease):
                 got = [] if paused else items[taken : taken + op.count]
                 taken += len(got)
-                results.append((request.future, got))
+                mark = behind.get(request.future) if behind else None
+                if mark is not None and len(got) < op.count and not paused:
+                    self._top_up(request, got, mark)
+                else:
+                    results.append((request.future, got))
             else:
                 results.append((request.future, None))
         self.apply_deltas(
@@ -673,6 +700,36 @@ class SqlPartition:
         if on_commit is not None:
             on_commit(perf_counter_ns() - started)
         self._resolve(results, None)
+
+    def _top_up(self, request: Request[Any], got: list[LeasedItem], mark: int) -> None:
+        """A lease came back short while produces submitted before it were still committing: their items
+        may be what it missed (one caller's pipelined QPRODUCE then QLEASE). Once they have committed, a
+        second lease asks for the rest, and the request is answered with both."""
+        op = request.op
+        assert isinstance(op, Lease)
+
+        async def finish() -> None:
+            more: list[LeasedItem] = []
+            try:
+                await self._produces.applied_to(mark)
+                if not self._stopping:
+                    future: asyncio.Future[list[LeasedItem]] = self._context.loop.create_future()
+                    self._inbox.append(Request(Lease(op.count - len(got)), future, op.count - len(got)))
+                    self.wake()
+                    more = await future
+            except QueratorError:
+                pass  # the items already leased are still the answer
+            if request.future.done():
+                self._release([*got, *more])  # the caller went away meanwhile
+            else:
+                request.future.set_result([*got, *more])
+
+        self._context.loop.create_task(finish(), name=f"lease top-up {self._queue.name}/{self.index}")
+
+    def _release(self, items: list[LeasedItem]) -> None:
+        if items:
+            with contextlib.suppress(QueratorError):
+                self.submit(Release([seq_of(item.id) for item in items]))
 
     def _unavailable(self, exc: BaseException) -> TryAgainError:
         """The database failed this step: log once per outage, not per step."""
