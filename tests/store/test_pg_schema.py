@@ -1,0 +1,101 @@
+"""The postgres backend's schema: migrations bring an older database forward, and the hot statements are
+planned as index walks whatever the table's statistics say (ADR 19)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from querator.pg import cycle
+from querator.pg.schema import SCHEMA_VERSION, PartitionTables, migrate
+from tests.pg_fixtures import needs_postgres, pg_cluster, pg_dsn  # noqa: F401 - fixtures
+
+pytestmark = needs_postgres
+
+
+async def _fresh_schema(dsn: str, name: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn, server_settings={"enable_bitmapscan": "off"})
+    await conn.execute(
+        f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}; SET search_path = {name}"
+    )
+    return conn
+
+
+def test_version_2_adds_the_ready_index_to_partitions_made_before_it(pg_dsn: str) -> None:  # noqa: F811
+    async def main() -> None:
+        conn = await _fresh_schema(pg_dsn, "migrate_v1")
+        try:
+            assert await migrate(conn) == 0
+            tables = PartitionTables(7, 0)
+            for statement in tables.create(False):
+                await conn.execute(statement)
+            # The database as version 1 left it: no ready index.
+            await conn.execute(f"DROP INDEX {tables.items}_ready")
+            await conn.execute("UPDATE querator_schema SET version = 1")
+            assert await migrate(conn) == 1
+            indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1", tables.items)
+            assert f"{tables.items}_ready" in {r[0] for r in indexes}
+            assert await conn.fetchval("SELECT max(version) FROM querator_schema") == SCHEMA_VERSION
+            assert await migrate(conn) == SCHEMA_VERSION  # at the current version: nothing to do
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+def _params(**kw: Any) -> list[Any]:
+    base: dict[str, Any] = dict(
+        now=1000, uid=7, partition=0, writer="w", completes=[], payloads=[], labels=(b"", b"", b""),
+        lease_count=0, deadline=0, cut=0, channel="", note="", step=1, head=0,
+    )  # fmt: skip
+    base.update(kw)
+    return cycle.parameters(**base)
+
+
+def test_leases_and_completes_walk_indexes_after_many_cycles(pg_dsn: str) -> None:  # noqa: F811
+    """After a few hundred produce / lease / complete steps the table's statistics and its leases index
+    (full of entries whose rows are gone) once led the planner astray: a lease read every ready row and
+    sorted them, and a complete ANDed a bitmap scan of the whole leases index with the primary key. A lease
+    must walk the ready index in order, and a complete find its rows by the primary key alone."""
+
+    async def main() -> None:
+        conn = await _fresh_schema(pg_dsn, "plans")
+        try:
+            await migrate(conn)
+            t = PartitionTables(7, 0)
+            for statement in t.create(False):
+                await conn.execute(statement)
+            produce = cycle.statement(t, cycle.Shape(False, True, False, False, False))
+            lease = cycle.statement(t, cycle.Shape(False, False, True, False, False))
+            complete = cycle.statement(t, cycle.Shape(True, False, False, False, False))
+            for _ in range(10):
+                await conn.fetch(produce, *_params(payloads=[b"x"] * 100))
+            head = 0
+            for _ in range(300):
+                await conn.fetch(produce, *_params(payloads=[b"x"] * 100))
+                rows = await conn.fetch(lease, *_params(lease_count=100, deadline=10**12, head=head))
+                seqs = [r[1] for r in rows]
+                head = max(seqs) + 1
+                await conn.fetch(complete, *_params(completes=seqs))
+            await conn.execute(f"ANALYZE {t.items}")
+            await conn.fetch(produce, *_params(payloads=[b"x"] * 100))
+            seqs = [
+                r[1] for r in await conn.fetch(lease, *_params(lease_count=100, deadline=10**12, head=head))
+            ]
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                await conn.execute(f"SET plan_cache_mode = {mode}")
+                plan = await _plan(conn, lease, _params(lease_count=100, deadline=10**12, head=head))
+                assert f"Index Scan using {t.items}_ready" in plan, plan
+                assert "Sort" not in plan and "Bitmap" not in plan, plan
+                plan = await _plan(conn, complete, _params(completes=seqs))
+                assert f"{t.items}_pkey" in plan and f"{t.items}_leases" not in plan, plan
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+async def _plan(conn: asyncpg.Connection, statement: str, params: list[Any]) -> str:
+    return "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + statement, *params))
