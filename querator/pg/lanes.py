@@ -25,6 +25,7 @@ number there, so a commit whose connection was lost can be settled."""
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 from typing import Any, Generic, TypeVar, cast
@@ -69,7 +70,7 @@ class LaneContext:
         self.errors = database_errors
 
 
-class Lane(Generic[Op]):
+class Lane(ABC, Generic[Op]):
     """One kind of request, applied as one statement per step, one step at a time."""
 
     def __init__(self, lanes: LaneContext, writer: str) -> None:
@@ -102,6 +103,8 @@ class Lane(Generic[Op]):
                     request.future.set_exception(error)
             self.applied += len(self._inbox)
             self._inbox.clear()
+            if self._progress is not None and not self._progress.done():
+                self._progress.set_result(None)
         self._stopping = True
         self._wake_up()
         if self._task is not None:
@@ -184,11 +187,13 @@ class Lane(Generic[Op]):
         if on_commit is not None:
             on_commit(perf_counter_ns() - started)
 
+    @abstractmethod
     def _statement(self, ops: list[Op], now: int, number: int) -> tuple[cycle.Shape, list[Any]]:
-        raise NotImplementedError
+        """The step's statement shape and its parameters."""
 
+    @abstractmethod
     def _answer(self, requests: list[Request[Any]], rows: list[Any], now: int) -> None:
-        raise NotImplementedError
+        """Answer the requests from the committed statement's rows."""
 
     @staticmethod
     def _fail(requests: list[Request[Any]], error: QueratorError) -> None:

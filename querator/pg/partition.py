@@ -130,6 +130,7 @@ class SqlPartition:
         self._produce_marks: dict[asyncio.Future[Any], int] = {}
         self._lease_ends_in_step = False
         self._step_commutes = True  # the running main step has only leases, completes and wake-ups
+        self._top_ups: set[asyncio.Task[None]] = set()  # short leases waiting for the produces before them
         # Estimates (see the module's text).
         self.ready = 0
         self.leased = 0
@@ -378,6 +379,7 @@ class SqlPartition:
             and not self._stepping
             and not self._completes.busy
             and not self._produces.busy
+            and not self._top_ups
             and self._timers.quiet(self._clock.now_ms())
         )
 
@@ -724,7 +726,9 @@ class SqlPartition:
             else:
                 request.future.set_result([*got, *more])
 
-        self._context.loop.create_task(finish(), name=f"lease top-up {self._queue.name}/{self.index}")
+        task = self._context.loop.create_task(finish(), name=f"lease top-up {self._queue.name}/{self.index}")
+        self._top_ups.add(task)
+        task.add_done_callback(self._top_ups.discard)
 
     def _release(self, items: list[LeasedItem]) -> None:
         if items:
