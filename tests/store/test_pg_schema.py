@@ -10,7 +10,7 @@ import asyncpg
 
 from querator.pg import cycle
 from querator.pg.schema import SCHEMA_VERSION, PartitionTables, migrate
-from tests.pg_fixtures import needs_postgres, pg_cluster, pg_dsn  # noqa: F401 - fixtures
+from tests.pg_fixtures import needs_postgres
 
 pytestmark = needs_postgres
 
@@ -23,7 +23,7 @@ async def _fresh_schema(dsn: str, name: str) -> asyncpg.Connection:
     return conn
 
 
-def test_version_2_adds_the_ready_index_to_partitions_made_before_it(pg_dsn: str) -> None:  # noqa: F811
+def test_version_2_adds_the_ready_index_to_partitions_made_before_it(pg_dsn: str) -> None:
     async def main() -> None:
         conn = await _fresh_schema(pg_dsn, "migrate_v1")
         try:
@@ -54,7 +54,7 @@ def _params(**kw: Any) -> list[Any]:
     return cycle.parameters(**base)
 
 
-def test_leases_and_completes_walk_indexes_after_many_cycles(pg_dsn: str) -> None:  # noqa: F811
+def test_leases_and_completes_walk_indexes_after_many_cycles(pg_dsn: str) -> None:
     """After a few hundred produce / lease / complete steps the table's statistics and its leases index
     (full of entries whose rows are gone) once led the planner astray: a lease read every ready row and
     sorted them, and a complete ANDed a bitmap scan of the whole leases index with the primary key. A lease
