@@ -19,7 +19,7 @@ from querator.clock import Clock
 from querator.config import Config
 from querator.engine import Engine, EngineContext, Partition, QueueHandle
 from querator.errors import QueratorError, TryAgainError
-from querator.pg import catalog
+from querator.pg import catalog, nodes
 from querator.pg.partition import SqlPartition, SqlShared
 from querator.pg.schema import migrate
 
@@ -135,12 +135,14 @@ class PostgresBackend:
             if found == 0:
                 log.info("database schema created", extra={"fields": {"node": self.node}})
             await self._sync_clock(conn)
+            await nodes.beat(conn, self.node)  # alive before any step writes a counter row
             entries = await catalog.load(conn)
             self._uids = await catalog.reserve_uids(conn, catalog.UID_BLOCK)
         self._tasks = [
             self._loop.create_task(self._poll_catalog(), name="postgres catalog"),
             self._loop.create_task(self._poll_counts(), name="postgres counts"),
             self._loop.create_task(self._keep_clock(), name="postgres clock"),
+            self._loop.create_task(self._keep_alive(), name="postgres node"),
             self._loop.create_task(self._wakeups(), name="postgres wake-ups"),
         ]
         log.info(
@@ -284,6 +286,22 @@ class PostgresBackend:
                     await self._sync_clock(conn)
             except catalog.CATALOG_ERRORS:
                 continue
+
+    async def _keep_alive(self) -> None:
+        """Mark this node alive, and now and then fold the counter rows of the nodes gone (nodes.py)."""
+        next_fold = 0.0
+        while True:
+            try:
+                async with self._pool.acquire(timeout=5) as conn:
+                    await nodes.beat(conn, self.node)
+                    if self._loop.time() >= next_fold:
+                        next_fold = self._loop.time() + nodes.FOLD_S
+                        folded = await nodes.fold(conn)
+                        if folded:
+                            log.info("counter rows of gone nodes folded", extra={"fields": {"rows": folded}})
+            except catalog.CATALOG_ERRORS as exc:
+                log.debug("node beat failed: %s", exc)
+            await asyncio.sleep(nodes.BEAT_S)
 
     # -- wake-ups across nodes ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import asyncpg
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # pg_advisory_xact_lock key: nodes starting together migrate one at a time.
 _MIGRATION_LOCK: Final = 0x5155_4552  # "QUER"
 
@@ -75,6 +75,13 @@ _MIGRATIONS: Final[list[list[str]]] = [
                 EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (seq) WHERE state = 0', t || '_ready', t);
             END LOOP;
         END $$""",
+    ],
+    # Version 3: the nodes alive, so the counter rows of those gone can be folded (nodes.py).
+    [
+        """CREATE TABLE querator_nodes (
+            node text PRIMARY KEY,
+            seen_at bigint NOT NULL)
+            WITH (fillfactor = 50)""",
     ],
 ]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from querator.pg import cycle
-from querator.pg.schema import SCHEMA_VERSION, PartitionTables, migrate
+from querator.pg import cycle, nodes
+from querator.pg.schema import COUNTERS, SCHEMA_VERSION, PartitionTables, migrate
 from tests.pg_fixtures import needs_postgres
 
 pytestmark = needs_postgres
@@ -23,7 +23,7 @@ async def _fresh_schema(dsn: str, name: str) -> asyncpg.Connection:
     return conn
 
 
-def test_version_2_adds_the_ready_index_to_partitions_made_before_it(pg_dsn: str) -> None:
+def test_migrations_bring_a_version_1_database_forward(pg_dsn: str) -> None:
     async def main() -> None:
         conn = await _fresh_schema(pg_dsn, "migrate_v1")
         try:
@@ -31,12 +31,14 @@ def test_version_2_adds_the_ready_index_to_partitions_made_before_it(pg_dsn: str
             tables = PartitionTables(7, 0)
             for statement in tables.create(False):
                 await conn.execute(statement)
-            # The database as version 1 left it: no ready index.
+            # The database as version 1 left it: no ready index (2), no table of nodes (3).
             await conn.execute(f"DROP INDEX {tables.items}_ready")
+            await conn.execute("DROP TABLE querator_nodes")
             await conn.execute("UPDATE querator_schema SET version = 1")
             assert await migrate(conn) == 1
             indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1", tables.items)
             assert f"{tables.items}_ready" in {r[0] for r in indexes}
+            assert await conn.fetchval("SELECT to_regclass('querator_nodes')") is not None
             assert await conn.fetchval("SELECT max(version) FROM querator_schema") == SCHEMA_VERSION
             assert await migrate(conn) == SCHEMA_VERSION  # at the current version: nothing to do
         finally:
@@ -99,3 +101,60 @@ def test_leases_and_completes_walk_indexes_after_many_cycles(pg_dsn: str) -> Non
 
 async def _plan(conn: asyncpg.Connection, statement: str, params: list[Any]) -> str:
     return "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + statement, *params))
+
+
+def test_counter_rows_of_gone_nodes_fold_into_one_row_per_partition(pg_dsn: str) -> None:
+    """Rows of nodes not seen within the window move into one `folded` row per partition, summed; a live
+    node's rows stay; every sum a count read takes is the same before and after, and a second fold adds
+    into the folded row."""
+
+    async def main() -> None:
+        conn = await _fresh_schema(pg_dsn, "folding")
+        try:
+            await migrate(conn)
+            columns = ", ".join(COUNTERS)
+
+            async def add(writer: str, partition: int, ready: int, produced: int) -> None:
+                values = [ready if c == "ready" else produced if c == "produced" else 0 for c in COUNTERS]
+                marks = ", ".join(f"${i + 4}" for i in range(len(COUNTERS)))
+                insert = (
+                    f"INSERT INTO querator_counters (uid, partition, writer, {columns}) VALUES ($1, $2, $3, "
+                )
+                await conn.execute(insert + marks + ")", 7, partition, writer, *values)
+
+            async def sums() -> list[tuple[int, int, int]]:
+                rows = await conn.fetch(
+                    "SELECT partition, sum(ready), sum(produced) FROM querator_counters GROUP BY partition "
+                    "ORDER BY partition"
+                )
+                return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+            await nodes.beat(conn, "alive")
+            await add("alive/7/0", 0, 5, 50)
+            await add("gone1/7/0", 0, 1, 10)
+            await add("gone1/7/0/c", 0, -1, 0)
+            await add("gone2/7/0/p", 0, 3, 30)
+            await add("gone2/7/1", 1, 2, 20)
+            before = await sums()
+            assert await nodes.fold(conn) == 4
+            assert await sums() == before
+            writers = {r[0] for r in await conn.fetch("SELECT writer FROM querator_counters")}
+            assert writers == {"alive/7/0", nodes.FOLDED}
+            assert (
+                await conn.fetchval("SELECT count(*) FROM querator_counters WHERE writer = $1", nodes.FOLDED)
+                == 2
+            )
+
+            await add("gone3/7/1", 1, 4, 40)
+            before = await sums()
+            assert await nodes.fold(conn) == 1
+            assert await sums() == before
+            assert await nodes.fold(conn) == 0
+            # Once unseen for the window, the live node's rows fold too, and the node is forgotten.
+            assert await nodes.fold(conn, gone_ms=0) == 1
+            assert await sums() == before
+            assert await conn.fetchval("SELECT count(*) FROM querator_nodes") == 0
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
