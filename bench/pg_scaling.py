@@ -46,7 +46,12 @@ async def _cycles(groups: list[tuple[list[int], str]], items: int, clients: int)
     return sum(r.items for r in results), max(r.elapsed for r in results)
 
 
+def _wal_lsn(server: QueratorPgNodes) -> str:
+    return str(server.cluster.psql("SELECT pg_current_wal_lsn()", "bench")).strip()
+
+
 def measure(side: str, items: int) -> tuple[float, dict[str, float]]:
+    """items/s, and the cores of each process with the WAL written per item (`wal bytes/item`)."""
     nodes = 1 if side == SIDES[0] else 2
     server = QueratorPgNodes(nodes)
     server.start()
@@ -57,9 +62,12 @@ def measure(side: str, items: int) -> tuple[float, dict[str, float]]:
         else:
             groups = [(server.ports, "bench")]
             clients = 8
+        before = _wal_lsn(server)
         with CpuMeter(server) as cpu:
             done, seconds = loadgen.run_async(_cycles(groups, items, clients))
-        return done / seconds, cpu.cores
+        after = _wal_lsn(server)
+        wal = int(server.cluster.psql(f"SELECT pg_wal_lsn_diff('{after}', '{before}')", "bench"))
+        return done / seconds, {**cpu.cores, "wal bytes/item": wal / max(done, 1)}
     finally:
         server.stop()
 
@@ -77,17 +85,19 @@ def main(argv: list[str] | None = None) -> int:
             rate, cpu = measure(side, args.items)
             rates[side].append(rate)
             cores[side].append(cpu)
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-            print(f"round {round_ + 1} {side:24} {rate:10,.0f} items/s  cores: {shown}", flush=True)
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "wal bytes/item")
+            wal = cpu["wal bytes/item"]
+            print(f"round {round_ + 1} {side:24} {rate:10,.0f} items/s  WAL {wal:.0f} B/item  cores: {shown}")
     base = statistics.median(rates[SIDES[0]])
-    print("\n| side | items/s median (min-max) | / one node | cores in all (median) |")
-    print("| --- | --- | --- | --- |")
+    print("\n| side | items/s median (min-max) | / one node | cores in all (median) | WAL bytes/item |")
+    print("| --- | --- | --- | --- | --- |")
     for side in SIDES:
         r = rates[side]
         total = statistics.median(c["total"] for c in cores[side])
+        wal = statistics.median(c["wal bytes/item"] for c in cores[side])
         print(
             f"| {side} | {statistics.median(r):,.0f} ({min(r):,.0f}-{max(r):,.0f}) | "
-            f"{statistics.median(r) / base:.2f} | {total:.2f} |"
+            f"{statistics.median(r) / base:.2f} | {total:.2f} | {wal:.0f} |"
         )
     return 0
 
