@@ -21,7 +21,7 @@ from querator.engine import Engine, EngineContext, Partition, QueueHandle
 from querator.errors import QueratorError, TryAgainError
 from querator.pg import catalog, nodes
 from querator.pg.partition import SqlPartition, SqlShared
-from querator.pg.schema import migrate
+from querator.pg.schema import PLANNER_SETTINGS, migrate
 
 log = logging.getLogger("querator.postgres")
 
@@ -123,11 +123,7 @@ class PostgresBackend:
             statement_cache_size=_STATEMENT_CACHE,
             command_timeout=30,
             reset=_keep_session,
-            # Every statement here finds rows by key or walks an index in order under a LIMIT. A bitmap
-            # scan does neither well: it reads every match before the LIMIT applies (with a stale estimate,
-            # the whole backlog of a lease, then sorted) and never marks dead index entries, so each one
-            # walks what vacuum has not yet removed.
-            server_settings={"enable_bitmapscan": "off"},
+            server_settings=dict(PLANNER_SETTINGS),
         )
         self._shared.pool = self._pool
         async with self._pool.acquire() as conn:
@@ -252,6 +248,8 @@ class PostgresBackend:
         """Every partition's ready / leased / scheduled, summed over every node's counter rows."""
         while True:
             await asyncio.sleep(COUNTS_POLL_S)
+            self._engine.prune()
+            before = {p: p.estimates_version() for ps in self._engine.partitions.values() for p in ps}
             try:
                 async with self._pool.acquire(timeout=5) as conn:
                     rows = await conn.fetch(
@@ -261,10 +259,9 @@ class PostgresBackend:
             except catalog.CATALOG_ERRORS:
                 continue
             counts = {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in rows}
-            self._engine.prune()
-            for uid, partitions in self._engine.partitions.items():
-                for partition in partitions:
-                    partition.refresh(*counts.get((uid, partition.index), (0, 0, 0)))
+            for partition, version in before.items():
+                if version is not None and partition.estimates_version() == version:
+                    partition.refresh(*counts.get((partition.uid, partition.index), (0, 0, 0)))
 
     # -- time --------------------------------------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class SqlPartition:
         self.ready = 0
         self.leased = 0
         self.scheduled = 0
+        self._estimate_changes = 0
         self._maybe_ready = True  # items may be ready that the estimate does not show: look
         self._timers = TimerPlan(shared.context.loop)
         self._inbox: list[Request[Any]] = []
@@ -168,6 +169,14 @@ class SqlPartition:
 
     # -- estimates --------------------------------------------------------------------------------------
 
+    def estimates_version(self) -> int | None:
+        """Changes this node made to the estimates so far, or None while a commit of its own is in flight.
+        The backend's refresh applies a sum only if this was not None and the same before and after its
+        query: a sum read around a commit of this node's would count it twice, or undo it."""
+        if self._stepping or self._completes.busy or self._produces.busy or self._top_ups:
+            return None
+        return self._estimate_changes
+
     def refresh(self, ready: int, leased: int, scheduled: int) -> None:
         """The counts summed over every node's counter rows (the backend's periodic refresh)."""
         more = ready > self.ready
@@ -194,6 +203,7 @@ class SqlPartition:
         self.wake()
 
     def apply_deltas(self, deltas: list[int]) -> None:
+        self._estimate_changes += 1
         self.ready = max(0, self.ready + deltas[R.READY])
         self.leased = max(0, self.leased + deltas[R.LEASED])
         self.scheduled = max(0, self.scheduled + deltas[R.SCHEDULED])
@@ -224,10 +234,12 @@ class SqlPartition:
 
     def _completed_beside(self, count: int) -> None:
         """The complete lane ended `count` leases."""
+        self._estimate_changes += 1
         self.leased = max(0, self.leased - count)
 
     def _produced_beside(self, count: int, now: int) -> None:
         """The produce lane made `count` items ready."""
+        self._estimate_changes += 1
         self.ready += count
         if count and self.options.expire_timeout:
             self._timers.expect(EXPIRY, now + self.options.expire_timeout)
@@ -321,6 +333,7 @@ class SqlPartition:
         """Learn the partition's counts and its next timers from the database, as the key-value engine
         reads its leases and indexes at start: a schedule due in 3 s fires in 3 s, not at the next pass."""
         t = self.tables
+        version = self.estimates_version()  # a lane may commit while this reads (see refresh)
         try:
             async with self._shared.connection() as conn:
                 row = await conn.fetchrow(
@@ -338,7 +351,8 @@ class SqlPartition:
             log.warning("could not load partition %s/%d: %r", self._queue.name, self.index, exc)
             return
         deadline, due, ready_created, scheduled_created, first_use, counts = row
-        self.refresh(int(counts[0]), int(counts[1]), int(counts[2]))
+        if version is not None and self.estimates_version() == version:
+            self.refresh(int(counts[0]), int(counts[1]), int(counts[2]))
         options = self._queue.options
         created = [c for c in (ready_created, scheduled_created) if c is not None]
         self._timers.expect_each(

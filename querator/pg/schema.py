@@ -215,6 +215,18 @@ class PartitionTables:
         ]
 
 
+# The engine's connections start with these (startup parameters). Every statement of the engine finds
+# rows by key or walks an index in order under a LIMIT, on tables whose size swings by millions between two
+# ANALYZEs. Planned with the statistics of a small table, a complete scanned the whole table for its ids
+# (once the backlog grew, a 100k-row scan per complete); a bitmap scan reads every match before a LIMIT
+# applies (a lease's whole backlog, then sorted) and never marks dead index entries, so each one walks
+# what vacuum has not removed yet. A statement with no index to use still scans (the catalog's), but
+# at the planner's "disabled" cost, which is above `jit_above_cost`: without `jit = off` such a statement
+# was compiled by LLVM first (430 ms to plan `SELECT max(version) FROM querator_schema`). The engine's
+# statements are short; JIT never pays for itself on them.
+PLANNER_SETTINGS: Final = {"enable_bitmapscan": "off", "enable_seqscan": "off", "jit": "off"}
+
+
 def leased_until_after(now: str) -> str:
     """SQL for "leased, and the lease not over at `now`" (a parameter such as "$2"), for rows the primary
     key finds by their seqs (`seq = ANY(...)`). `state + 0` keeps the planner off the partial index of

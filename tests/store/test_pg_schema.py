@@ -9,14 +9,14 @@ from typing import Any
 import asyncpg
 
 from querator.pg import cycle, nodes
-from querator.pg.schema import COUNTERS, SCHEMA_VERSION, PartitionTables, migrate
+from querator.pg.schema import COUNTERS, PLANNER_SETTINGS, SCHEMA_VERSION, PartitionTables, migrate
 from tests.pg_fixtures import needs_postgres
 
 pytestmark = needs_postgres
 
 
 async def _fresh_schema(dsn: str, name: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn, server_settings={"enable_bitmapscan": "off"})
+    conn = await asyncpg.connect(dsn, server_settings=dict(PLANNER_SETTINGS))
     await conn.execute(
         f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}; SET search_path = {name}"
     )
@@ -93,6 +93,35 @@ def test_leases_and_completes_walk_indexes_after_many_cycles(pg_dsn: str) -> Non
                 assert "Sort" not in plan and "Bitmap" not in plan, plan
                 plan = await _plan(conn, complete, _params(completes=seqs))
                 assert f"{t.items}_pkey" in plan and f"{t.items}_leases" not in plan, plan
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_complete_planned_on_a_small_table_uses_the_primary_key(pg_dsn: str) -> None:
+    """A statement's plan is made once and kept (a generic plan) while the table it was made on may grow
+    by a million rows before the next ANALYZE: a complete planned on a table of a few rows must still find
+    its ids by the primary key, not by reading the table, which once cost every complete a scan of the
+    whole backlog."""
+
+    async def main() -> None:
+        conn = await _fresh_schema(pg_dsn, "small_stats")
+        try:
+            await migrate(conn)
+            t = PartitionTables(7, 0)
+            for statement in t.create(False):
+                await conn.execute(statement)
+            await conn.execute(
+                f"INSERT INTO {t.items} SELECT g, 1, 10000, 1, 1, 1, '', '', '', 'x', '', '', '', 0 "
+                "FROM generate_series(1, 10) g"
+            )
+            await conn.execute(f"ANALYZE {t.items}")
+            complete = cycle.statement(t, cycle.Shape(True, False, False, False, False))
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                await conn.execute(f"SET plan_cache_mode = {mode}")
+                plan = await _plan(conn, complete, _params(completes=list(range(1, 9))))
+                assert f"{t.items}_pkey" in plan and "Seq Scan" not in plan, plan
         finally:
             await conn.close()
 
