@@ -86,8 +86,17 @@ class SqlShared:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        """A pooled connection for one step. Giving it back cannot fail the step: once the block is done,
+        its statements committed (or failed on their own), and a connection that broke just after its
+        last reply is the pool's to drop, not a -TRYAGAIN for work that was applied."""
+        conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        try:
             yield conn
+        finally:
+            try:
+                await self.pool.release(conn)
+            except DATABASE_ERRORS as exc:
+                log.debug("a connection failed on its way back to the pool: %r", exc)
 
 
 class SqlPartition:
