@@ -47,6 +47,15 @@ def test_migrations_bring_a_version_1_database_forward(pg_dsn: str) -> None:
     asyncio.run(main())
 
 
+async def _partition(conn: asyncpg.Connection) -> PartitionTables:
+    """The schema at its current version and the tables of one partition (queue uid 7, partition 0)."""
+    await migrate(conn)
+    tables = PartitionTables(7, 0)
+    for statement in tables.create(False):
+        await conn.execute(statement)
+    return tables
+
+
 def _params(**kw: Any) -> list[Any]:
     base: dict[str, Any] = dict(
         now=1000, uid=7, partition=0, writer="w", completes=[], payloads=[], labels=(b"", b"", b""),
@@ -65,10 +74,7 @@ def test_leases_and_completes_walk_indexes_after_many_cycles(pg_dsn: str) -> Non
     async def main() -> None:
         conn = await _fresh_schema(pg_dsn, "plans")
         try:
-            await migrate(conn)
-            t = PartitionTables(7, 0)
-            for statement in t.create(False):
-                await conn.execute(statement)
+            t = await _partition(conn)
             produce = cycle.statement(t, cycle.Shape(False, True, False, False, False))
             lease = cycle.statement(t, cycle.Shape(False, False, True, False, False))
             complete = cycle.statement(t, cycle.Shape(True, False, False, False, False))
@@ -108,10 +114,7 @@ def test_a_complete_planned_on_a_small_table_uses_the_primary_key(pg_dsn: str) -
     async def main() -> None:
         conn = await _fresh_schema(pg_dsn, "small_stats")
         try:
-            await migrate(conn)
-            t = PartitionTables(7, 0)
-            for statement in t.create(False):
-                await conn.execute(statement)
+            t = await _partition(conn)
             await conn.execute(
                 f"INSERT INTO {t.items} SELECT g, 1, 10000, 1, 1, 1, '', '', '', 'x', '', '', '', 0 "
                 "FROM generate_series(1, 10) g"
