@@ -2,7 +2,9 @@
 performance change needs (issue "Performance"). Each commit is checked out in a temporary git worktree
 and served from it (its own code, this checkout's load generators), RocksDB with fsync; the workloads are
 a one-item QPRODUCE (redis-benchmark -c 50), W3's cycle (bench.loadgen, 8 producers, 8 consumers,
-COUNT 100) and W4's handoff (bench.loadgen, 8 blocked consumers, 1,000 items/s for 3 s). It prints
+COUNT 100), W4's handoff (bench.loadgen, 8 blocked consumers, 1,000 items/s for 3 s) and, with no
+server, `engine`: W3's cycle on `querator.Service` in a process of the commit's own (bench.limits, as a
+library user calls it, with str ids; RocksDB with fsync). It prints
 items/s and the server process's CPU µs per operation (all threads, from /proc), and for the handoff its
 p50 / p99 latency, per run and as medians: on a shared machine the CPU figure is the steadier one.
 
@@ -153,10 +155,29 @@ WORKLOADS: dict[str, Callable[[Served, int], Outcome]] = {
     "handoff": handoff,
 }
 
+# The in-process cycle, run by the commit's own interpreter and code: it prints items/s and CPU µs/item.
+_ENGINE_CYCLE = """
+import sys, uvloop
+from bench.limits import engine_cycle
+print(*uvloop.run(engine_cycle("fsync", int(sys.argv[1]))))
+"""
+
+
+def engine_cycle(tree: Path, items: int) -> tuple[float, float, dict[str, float]]:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run(
+        [sys.executable, "-c", _ENGINE_CYCLE, str(items)],
+        cwd=tree, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    rate, cpu = map(float, done.stdout.split())
+    return rate, cpu, {}
+
 
 def measure(
-    tree: Path, workload: Callable[[Served, int], Outcome], items: int, args: argparse.Namespace
+    tree: Path, workload: Callable[[Served, int], Outcome] | None, items: int, args: argparse.Namespace
 ) -> tuple[float, float, dict[str, float]]:
+    if workload is None:
+        return engine_cycle(tree, items)
     server = Served(tree, args.data_root, args.backend, args.nodes)
     try:
         cpu0, started = server.cpu(), time.monotonic()
@@ -175,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("after")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--items", type=int, default=150_000)
-    parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=["produce", "cycle"])
+    parser.add_argument("--only", nargs="+", choices=[*WORKLOADS, "engine"], default=["produce", "cycle"])
     parser.add_argument(
         "--data-root",
         help="where the servers' data directories go (default: the system's temporary directory); a tmpfs "
@@ -186,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "--nodes", type=int, default=1, help="with --backend postgres: nodes on the one database"
     )
     args = parser.parse_args(argv)
-    workloads = {name: WORKLOADS[name] for name in args.only}
+    workloads = {name: WORKLOADS.get(name) for name in args.only}  # None: the in-process engine
     work = Path(tempfile.mkdtemp(prefix="querator-commits-"))
     trees: dict[str, Path] = {}
     try:
