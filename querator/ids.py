@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import Final, cast
+from typing import AnyStr, Final, cast
 
 from querator.errors import CommandError
 from querator.model import MAX_ID_BYTES
@@ -116,21 +116,35 @@ def ids_by_partition(uid: int, partitions: int, ids: Sequence[str | bytes]) -> d
 def ids_of_one_partition(
     uid: int, partitions: int, ids: Sequence[str | bytes]
 ) -> dict[int, list[int]] | None:
-    """The common case, checked without Python code per id: RESP ids (bytes) of one partition of this
-    queue, as one lease returns them. None when anything differs: the general parser then decides, and
-    names the offending id."""
-    if not ids or set(map(type, ids)) != {bytes}:
+    """The common case, checked without Python code per id: ids of one partition of this queue, as one
+    lease returns them, all bytes (RESP) or all str (in-process callers of `Service`). None when anything
+    differs: the general parser then decides, and names the offending id."""
+    if not ids:
         return None
-    raw = cast("Sequence[bytes]", ids)
+    kinds = set(map(type, ids))
+    if kinds == {bytes}:
+        return _one_partition(uid, partitions, cast("Sequence[bytes]", ids), b"-")
+    if kinds == {str}:
+        text = cast("Sequence[str]", ids)
+        # str.isdigit and int() accept digits beyond ASCII that split_id refuses: only ASCII ids qualify.
+        if not "".join(text).isascii():
+            return None
+        return _one_partition(uid, partitions, text, "-")
+    return None
+
+
+def _one_partition(
+    uid: int, partitions: int, raw: Sequence[AnyStr], dash: AnyStr
+) -> dict[int, list[int]] | None:
     first = raw[0]
     parsed = split_id(first)
     if parsed is None or parsed[0] != uid or parsed[1] >= partitions:
         return None
-    head = first[: first.rindex(b"-") + 1]
+    head = first[: first.rindex(dash) + 1]
     cut = len(head)
-    if not (all(map(bytes.startswith, raw, repeat(head))) and max(map(len, raw)) <= MAX_ID_BYTES):
+    if not (all(map(type(first).startswith, raw, repeat(head))) and max(map(len, raw)) <= MAX_ID_BYTES):
         return None
     tails = list(map(itemgetter(slice(cut, None)), raw))
-    if not all(map(bytes.isdigit, tails)):
+    if not all(map(type(first).isdigit, tails)):
         return None
     return {parsed[1]: list(dict.fromkeys(map(int, tails)))}

@@ -1,5 +1,6 @@
 """Id parsing for QCOMPLETE / QRETRY / QEXTEND / QREMOVE: the one-partition fast path must agree with the
-general parser on every input it accepts, and hand everything else to it."""
+general parser on every input it accepts, bytes (RESP) and str (in-process callers) alike, and hand
+everything else to it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ _seq = st.one_of(
     st.integers(min_value=0, max_value=10**12).map(str),
     st.sampled_from(["", "1-2", " 5", "\u0663", "9" * (MAX_ID_BYTES + 1)]),
 )
-_id = st.builds(lambda u, p, s: f"{u}-{p}-{s}".encode(), _uid, _partition, _seq)
+_text_id = st.builds(lambda u, p, s: f"{u}-{p}-{s}", _uid, _partition, _seq)
+_id = _text_id.map(str.encode)
 
 
 def _general(ids: list[Any]) -> dict[int, list[int]] | str:
@@ -34,16 +36,18 @@ def _general(ids: list[Any]) -> dict[int, list[int]] | str:
         return str(exc)
 
 
-@given(st.lists(_id, min_size=1, max_size=30))
-def test_fast_path_agrees_with_the_general_parser(ids: list[bytes]) -> None:
+@given(st.one_of(st.lists(_id, min_size=1, max_size=30), st.lists(_text_id, min_size=1, max_size=30)))
+def test_fast_path_agrees_with_the_general_parser(ids: list[Any]) -> None:
     fast = ids_of_one_partition(UID, PARTITIONS, ids)
     if fast is not None:
         assert fast == _general(ids)
 
 
-@given(st.integers(0, 2), st.lists(st.integers(0, 10**9), min_size=1, max_size=200))
-def test_fast_path_takes_one_partitions_ids(partition: int, seqs: list[int]) -> None:
-    ids = [b"7-%d-%d" % (partition, seq) for seq in seqs]
+@given(st.integers(0, 2), st.lists(st.integers(0, 10**9), min_size=1, max_size=200), st.booleans())
+def test_fast_path_takes_one_partitions_ids(partition: int, seqs: list[int], as_text: bool) -> None:
+    ids: list[Any] = [f"7-{partition}-{seq}" for seq in seqs]
+    if not as_text:
+        ids = [raw.encode() for raw in ids]
     expected = {partition: list(dict.fromkeys(seqs))}
     assert ids_of_one_partition(UID, PARTITIONS, ids) == expected
     assert _general(ids) == expected
@@ -56,7 +60,8 @@ def test_fast_path_takes_one_partitions_ids(partition: int, seqs: list[int]) -> 
         [b"8-0-1", b"8-0-2"],  # an earlier queue of this name
         [b"7-0-1", b"7-0-x"],  # a malformed id after a good one
         [b"7-0-1", "7-0-2"],  # str and bytes mixed (in-process callers)
-        ["7-0-1"],  # str ids
+        ["7-0-1", "7-0-\u0663"],  # a non-ASCII digit, which int() would read
+        ["7-0-1", "7-0-1 "],
         [b"7-0-1", b"7-0-"],
         [b"7-3-1"],  # no such partition
     ],
