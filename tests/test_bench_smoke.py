@@ -61,3 +61,32 @@ def test_quick_limits_measure_every_section(tmp_path: Path) -> None:
         assert rows[f"engine produce ITEMS x 100, 50 clients, rocksdb/{durability} rate"]["values"][0] > 0
         assert rows[f"engine cycle COUNT 100, rocksdb/{durability} rate"]["values"][0] > 0
     assert 0 < rows["disk p50"]["values"][0] <= rows["disk p99"]["values"][0] <= rows["disk max"]["values"][0]
+
+
+def _perf_can_sample() -> bool:
+    """`perf` is installed, matches this kernel, and may sample a process of ours."""
+    if shutil.which("perf") is None:
+        return False
+    probe = subprocess.run(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-o", "/dev/null", "--", "true"], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+@needs_redis
+@pytest.mark.skipif(not _perf_can_sample(), reason="bench.cpu_split needs perf (Debian linux-perf)")
+def test_cpu_split_names_where_the_event_loop_spends(tmp_path: Path) -> None:
+    result = tmp_path / "split.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cpu_split", "--workload", "produce", "--backend", "memory",
+         "--seconds", "1", "--json", str(result)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shares = json.loads(result.read_text())
+    # Every sample belongs to one thread and one library: the two views add up to the same whole.
+    assert sum(shares["threads"].values()) == pytest.approx(sum(shares["process"].values()), abs=0.5)
+    assert sum(shares["process"].values()) == pytest.approx(100, abs=2)
+    # One-item produces on the memory backend: the event loop runs Python, and talks to its sockets.
+    assert shares["event loop"]["Python interpreter"] > 0
+    assert shares["event loop"]["kernel"] > 0
