@@ -1,15 +1,17 @@
 """Two commits of Querator side by side, alternating in one run: the before / after that every kept
 performance change needs (issue "Performance"). Each commit is checked out in a temporary git worktree
-and served from it (its own code, this checkout's load generators), RocksDB with fsync; the workloads are
-a one-item QPRODUCE (redis-benchmark -c 50), W3's cycle (bench.loadgen, 8 producers, 8 consumers,
-COUNT 100), W4's handoff (bench.loadgen, 8 blocked consumers, 1,000 items/s for 3 s) and, with no
-server, `engine`: W3's cycle on `querator.Service` in a process of the commit's own (bench.limits, as a
-library user calls it, with str ids; RocksDB with fsync). It prints
-items/s and the server process's CPU µs per operation (all threads, from /proc), and for the handoff its
-p50 / p99 latency, per run and as medians: on a shared machine the CPU figure is the steadier one.
+and served from it (its own code, this checkout's load generators), RocksDB with fsync. The workloads:
+a one-item QPRODUCE (`produce`, redis-benchmark -c 50), W2's 100-item QPRODUCE (`produce-batch`, the
+same; its operations are items), W3's cycle (`cycle`, bench.loadgen, 8 producers, 8 consumers,
+COUNT 100), W4's handoff (`handoff`, bench.loadgen, 8 blocked consumers, 1,000 items/s for 3 s) and,
+with no server, `engine`: W3's cycle on `querator.Service` in a process of the commit's own
+(bench.limits, as a library user calls it, with str ids; RocksDB with fsync). It prints items/s and the
+server process's CPU µs per operation (all threads, from /proc), and for the handoff its p50 / p99
+latency, per run and as medians: on a shared machine the CPU figure is the steadier one.
 
     .venv/bin/python -m bench.compare_commits BEFORE AFTER [--rounds 4] [--items 150000]
-        [--only produce cycle handoff] [--data-root /dev/shm] [--backend postgres [--nodes 2]]
+        [--only produce produce-batch cycle handoff engine] [--data-root /dev/shm]
+        [--backend postgres [--nodes 2]]
 
 With `--backend postgres`, each measurement gets a throwaway PostgreSQL cluster (bench/pgcluster.py,
 fsync and synchronous_commit on) and `--nodes` Querator nodes on it, the clients dealt over them; the CPU
@@ -117,14 +119,24 @@ Outcome = tuple[int, dict[str, float]]
 
 
 def one_item_produce(server: Served, items: int) -> Outcome:
-    subprocess.run(["redis-cli", "-p", str(server.port), "QCREATE", "q"], check=True, capture_output=True)
     calls = items // 5  # about as long as the cycle
+    return _produce(server, calls, 1), {}
+
+
+def batch_produce(server: Served, items: int) -> Outcome:
+    """W2: 100 items per QPRODUCE; the operations counted are items."""
+    calls = items // 10  # about as long as the cycle
+    return _produce(server, calls, 100) * 100, {}
+
+
+def _produce(server: Served, calls: int, per_call: int) -> int:
+    subprocess.run(["redis-cli", "-p", str(server.port), "QCREATE", "q"], check=True, capture_output=True)
     subprocess.run(
         ["redis-benchmark", "-p", str(server.port), "-c", "50", "-n", str(calls), "-q",
-         "QPRODUCE", "q", "ITEMS", "v"],
+         "QPRODUCE", "q", "ITEMS", *["v"] * per_call],
         check=True, capture_output=True,
     )  # fmt: skip
-    return calls, {}
+    return calls
 
 
 def cycle(server: Served, items: int) -> Outcome:
@@ -151,6 +163,7 @@ def handoff(server: Served, items: int) -> Outcome:
 
 WORKLOADS: dict[str, Callable[[Served, int], Outcome]] = {
     "produce": one_item_produce,
+    "produce-batch": batch_produce,
     "cycle": cycle,
     "handoff": handoff,
 }
@@ -226,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault((name, label), []).append((rate, cpu, figures))
                     extra = "".join(f" {key} {value:7.2f}" for key, value in figures.items())
                     print(
-                        f"round {round_ + 1} {name:8} {label:6} {rate:10,.0f}/s {cpu:7.2f} µs CPU/op{extra}",
+                        f"round {round_ + 1} {name:13} {label:6} {rate:10,.0f}/s {cpu:7.2f} µs CPU/op{extra}",
                         flush=True,
                     )
         _table(args.before, args.after, list(workloads), results)
