@@ -5,6 +5,7 @@ shared by the memory and RocksDB backends. It runs only inside an actor step, wr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from querator.engine import (
@@ -177,10 +178,9 @@ class KeyValueState(ItemMoves):
 
     # -- operations (engine.Operations) -----------------------------------------------------------------
 
-    def produce(self, op: Produce, now: int) -> list[str]:
+    def produce(self, op: Produce, now: int) -> Sequence[str]:
         meta = self.meta
         payloads = op.payloads
-        ids: list[str]
         window = self.queue.options.dedup_window
         if op.dedup is not None and window:
             first = self.dedup.lookup(op.dedup, now, window)
@@ -196,10 +196,10 @@ class KeyValueState(ItemMoves):
             return ids
         return self._produce(op, now)
 
-    def _produce(self, op: Produce, now: int) -> list[str]:
+    def _produce(self, op: Produce, now: int) -> Sequence[str]:
         meta = self.meta
         payloads = op.payloads
-        ids: list[str]
+        ids: Sequence[str]
         if op.due > now or self.queue.options.expire_timeout:
             ids = []
             for payload in payloads:
