@@ -308,6 +308,11 @@ def handoff(target: str) -> Measure:
     return measure
 
 
+# The problems that report timing on a busy machine (a stall of either server, consumers behind a
+# producer, a load generator short of CPU), not a fault: smoke tests, which judge no speed, leave them out.
+TIMING_PROBLEMS = ("(stall)", "fell behind", "producer reached only", "the client may be the limit")
+
+
 def note_loadgen(m: Measurement, key: str, errors: dict[str, int], client_cpu: float) -> None:
     for message, n in errors.items():
         m.problems.append(f"{key}: {message} (x{n})")

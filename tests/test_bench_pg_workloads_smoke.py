@@ -18,7 +18,6 @@ pytestmark = pytest.mark.skipif(
     find_bindir() is None, reason="needs the PostgreSQL server binaries (Debian: postgresql; make postgres)"
 )
 
-TIMING_NOTES = ("fell behind", "producer reached only", "(stall)", "the client may be the limit")
 
 # Tiny sizes: enough to go through every step of each workload (the backlog fill, drain and refill too).
 SIZES = replace(
@@ -45,7 +44,7 @@ def test_pg_workload_runs_on_every_side(name: str) -> None:
         # Notes about timing (a handoff backlog, a slow producer, a stall) depend on how busy the machine
         # is: they belong to the benchmark's report, not to a pass/fail test. Everything else (an error
         # reply, an item lost or leased twice, a count that does not add up) fails the test.
-        problems = [p for p in result.problems if not any(t in p for t in TIMING_NOTES)]
+        problems = [p for p in result.problems if not any(t in p for t in run.TIMING_PROBLEMS)]
         assert problems == [], (side, problems)
         for metric in workload.metrics_for(SIZES):
             value = result.values.get(metric.key, math.nan)

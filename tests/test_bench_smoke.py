@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from bench.run import TIMING_PROBLEMS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,7 +24,8 @@ needs_redis = pytest.mark.skipif(
 
 
 def run_bench_module(*argv: str, results: Path) -> dict[str, Any]:
-    """Run `python -m <argv> --json results` from the project root; its report, which lists no problem."""
+    """Run `python -m <argv> --json results` from the project root; its report, which lists no problem
+    but timing ones (errors, lost or miscounted items and log warnings fail)."""
     proc = subprocess.run(
         [sys.executable, "-m", *argv, "--json", str(results)],
         cwd=ROOT,
@@ -32,7 +35,8 @@ def run_bench_module(*argv: str, results: Path) -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report: dict[str, Any] = json.loads(results.read_text())
-    assert report["problems"] == []
+    problems = [p for p in report["problems"] if not any(mark in p for mark in TIMING_PROBLEMS)]
+    assert problems == []
     return report
 
 
