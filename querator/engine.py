@@ -100,7 +100,7 @@ RedriveTarget = Callable[["Record"], "Partition | None"]
 class Operations(Protocol):
     """One method per operation; a partition's state machine implements them (the visitor of `apply`)."""
 
-    def produce(self, op: Produce, now: int) -> Sequence[str]: ...
+    def produce(self, op: Produce, now: int) -> list[str]: ...
     def lease(self, op: Lease, now: int) -> list[LeasedItem]: ...
     def complete(self, op: Complete, now: int) -> int: ...
     def retry(self, op: Retry, now: int) -> int: ...
@@ -129,7 +129,7 @@ class Operation(Generic[T_co]):
 
 
 @dataclass(slots=True)
-class Produce(Operation[Sequence[str]]):
+class Produce(Operation[list[str]]):
     payloads: Sequence[bytes]
     due: int  # 0 or not after now: ready at once
     kind: bytes
@@ -141,7 +141,7 @@ class Produce(Operation[Sequence[str]]):
     def weight(self) -> int:
         return len(self.payloads)
 
-    def apply(self, ops: Operations, now: int) -> Sequence[str]:
+    def apply(self, ops: Operations, now: int) -> list[str]:
         return ops.produce(self, now)
 
 

@@ -48,25 +48,6 @@ def forward(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
     target.add_done_callback(lambda f: source.cancel() if f.cancelled() else None)
 
 
-def mapped(source: asyncio.Future[T], convert: Callable[[T], R]) -> asyncio.Future[R]:
-    """A future of `convert(source's result)`, with `forward`'s errors and cancellation."""
-    target: asyncio.Future[R] = source.get_loop().create_future()
-
-    def source_done(done_source: asyncio.Future[T]) -> None:
-        if target.done():
-            return
-        if done_source.cancelled():
-            target.cancel()
-        elif (exc := done_source.exception()) is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(convert(done_source.result()))
-
-    source.add_done_callback(source_done)
-    target.add_done_callback(lambda f: source.cancel() if f.cancelled() else None)
-    return target
-
-
 def combine(futures: list[asyncio.Future[T]], reduce: Callable[[list[T]], R]) -> asyncio.Future[R]:
     """One future for several partition requests: the first error, or `reduce` of all results."""
     combined: asyncio.Future[R] = futures[0].get_loop().create_future()

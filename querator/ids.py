@@ -6,10 +6,10 @@ partition's never-reused counter. Whatever builds an id in bulk must produce exa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import AnyStr, Final, cast, overload
+from typing import AnyStr, Final, cast
 
 from querator.errors import CommandError
 from querator.model import MAX_ID_BYTES
@@ -33,78 +33,9 @@ class IdFormat:
         """The ids of `seqs`, formatted in one C-level pass (no Python code per id)."""
         return map(self._format.__mod__, seqs)
 
-    def run(self, first: int, count: int) -> IdRun:
+    def run(self, first: int, count: int) -> list[str]:
         """The ids of `count` consecutive seqs from `first`: a produced batch's ids."""
-        return IdRun(self.prefix, first, count)
-
-
-class IdRun(Sequence[str]):
-    """The ids of consecutive seqs of one partition (a produced batch), held as prefix, first seq and
-    length. It reads as the list of those ids; `framed` writes them all out without making a `str` per id,
-    which is what a RESP reply needs (ADR 20): building 100 ids costs more than the rest of the reply."""
-
-    __slots__ = ("first", "length", "prefix")
-
-    def __init__(self, prefix: str, first: int, length: int) -> None:
-        self.prefix = prefix
-        self.first = first
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, slice):
-            return self.ids()[index]
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError("id index out of range")
-        return f"{self.prefix}{self.first + index}"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, IdRun):
-            return (self.prefix, self.first, self.length) == (other.prefix, other.first, other.length)
-        if isinstance(other, (list, tuple)):
-            return self.ids() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
-
-    def __repr__(self) -> str:
-        return repr(self.ids())
-
-    def ids(self) -> list[str]:
-        return prefixed_decimals(self.prefix, self.first, self.length)
-
-    def framed(self, before: Callable[[int], bytes], after: bytes) -> bytes:
-        """Every id as `before(len(id)) + id + after`, concatenated, in order. The ids of a run of up to
-        100 seqs that share all but their last two digits have one length, so each such run is one join
-        of the two-digit tails (no Python code per id)."""
-        if self.length == 0:
-            return b""
-        prefix = self.prefix.encode()
-        first, end = self.first, self.first + self.length
-        if first < 100:  # the tails would need leading zeros; only a partition's first items get here
-            return b"".join(before(len(i)) + i + after for i in map(str.encode, self.ids()))
-        parts: list[bytes] = []
-        high, low = divmod(first, 100)
-        while first < end:
-            take = min(100 - low, end - first)
-            head = prefix + b"%d" % high
-            opening = before(len(head) + 2) + head
-            parts.append(opening + (after + opening).join(_TWO_DIGIT_BYTES[low : low + take]) + after)
-            first += take
-            high += 1
-            low = 0
-        return b"".join(parts)
+        return prefixed_decimals(self.prefix, first, count)
 
 
 def seq_of(item_id: str) -> int:
@@ -113,7 +44,6 @@ def seq_of(item_id: str) -> int:
 
 
 _TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(100))
-_TWO_DIGIT_BYTES: Final = tuple(tail.encode() for tail in _TWO_DIGITS)
 
 
 def prefixed_decimals(prefix: str, first: int, count: int) -> list[str]:

@@ -5,7 +5,6 @@ shared by the memory and RocksDB backends. It runs only inside an actor step, wr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from querator.engine import (
@@ -178,9 +177,10 @@ class KeyValueState(ItemMoves):
 
     # -- operations (engine.Operations) -----------------------------------------------------------------
 
-    def produce(self, op: Produce, now: int) -> Sequence[str]:
+    def produce(self, op: Produce, now: int) -> list[str]:
         meta = self.meta
         payloads = op.payloads
+        ids: list[str]
         window = self.queue.options.dedup_window
         if op.dedup is not None and window:
             first = self.dedup.lookup(op.dedup, now, window)
@@ -196,10 +196,10 @@ class KeyValueState(ItemMoves):
             return ids
         return self._produce(op, now)
 
-    def _produce(self, op: Produce, now: int) -> Sequence[str]:
+    def _produce(self, op: Produce, now: int) -> list[str]:
         meta = self.meta
         payloads = op.payloads
-        ids: Sequence[str]
+        ids: list[str]
         if op.due > now or self.queue.options.expire_timeout:
             ids = []
             for payload in payloads:

@@ -159,7 +159,7 @@ class Queue:
         """True when no sweep needs arming: one is armed, or the engine sweeps by itself."""
         return self._sweep_timer is not None or self.dedup is None
 
-    def arm_sweep_after(self, _: asyncio.Future[Sequence[str]]) -> None:
+    def arm_sweep_after(self, _: asyncio.Future[list[str]]) -> None:
         self.arm_sweep()
 
     def rearm_sweep(self) -> None:

@@ -30,7 +30,7 @@ from querator.engine import (
     Retry,
 )
 from querator.errors import CommandError, NoQueueError, QueueExistsError, ShutdownError
-from querator.futures import combine, done, ignore, mapped, settle
+from querator.futures import combine, done, ignore, settle
 from querator.ids import parse_after, parse_ids
 from querator.model import (
     DEFAULT_REDRIVE_LIMIT,
@@ -300,26 +300,6 @@ class Service:
     ) -> asyncio.Future[list[str]]:
         """Add items at the tail of one partition (all or none); the ids come back in order. With `dedup`,
         a repeat of the call within the queue's dedup window stores nothing and returns the first ids."""
-        produced = self.produce_ids(
-            queue, payloads, delay_ms=delay_ms, at_ms=at_ms, kind=kind, reference=reference,
-            encoding=encoding, dedup=dedup,
-        )  # fmt: skip
-        return mapped(produced, _id_list)
-
-    def produce_ids(
-        self,
-        queue: str,
-        payloads: Sequence[bytes],
-        *,
-        delay_ms: int | None = None,
-        at_ms: int | None = None,
-        kind: bytes = b"",
-        reference: bytes = b"",
-        encoding: bytes = b"",
-        dedup: bytes | None = None,
-    ) -> asyncio.Future[Sequence[str]]:
-        """`produce`, with the ids as the engine made them: a list, or for a batch an `IdRun`, which a
-        caller that writes them out (QPRODUCE's reply) can encode without a `str` per id (ADR 20)."""
         q = self._queue(queue)
         check_produce(self.config, payloads, (kind, reference, encoding), dedup)
         due = due_at(self.clock.now_ms(), delay_ms, at_ms)
@@ -463,7 +443,3 @@ class Service:
             "items_scheduled": sum(p.scheduled for q in queues for p in q.partitions),
             "waiting_consumers": self.waiting_consumers(),
         }
-
-
-def _id_list(ids: Sequence[str]) -> list[str]:
-    return ids if isinstance(ids, list) else list(ids)

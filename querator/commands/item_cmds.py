@@ -4,8 +4,6 @@ permission group, sits beside its handler; no queue logic lives here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from querator.clients import ClientState
 from querator.commands.cursor import ArgCursor, OptionSpec
 from querator.commands.queue_common import (
@@ -20,7 +18,6 @@ from querator.commands.queue_common import (
 from querator.commands.reply import Deferred
 from querator.commands.table import Arg
 from querator.errors import wrong_arity
-from querator.ids import IdRun
 from querator.model import (
     LeasedItem,
 )
@@ -51,7 +48,7 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Deferred:
     payloads = cursor.rest()
     if not payloads:
         raise wrong_arity("qproduce")
-    future = client.server.service.produce_ids(
+    future = client.server.service.produce(
         name,
         payloads,
         delay_ms=options.integer(b"DELAY"),
@@ -64,10 +61,8 @@ def _qproduce(client: ClientState, args: list[bytes]) -> Deferred:
     return Deferred(future, _ids_reply)
 
 
-def _ids_reply(ids: Sequence[str]) -> Encoded:
+def _ids_reply(ids: list[str]) -> Encoded:
     """The ids of a QPRODUCE, encoded in one pass (ids are ASCII)."""
-    if type(ids) is IdRun:  # a batch: written out from its seqs, no `str` per id (ADR 20)
-        return Encoded(b"*%d\r\n%b" % (len(ids), ids.framed(_bulk_header, b"\r\n")))
     if len(ids) == 1:
         only = ids[0]
         return Encoded(b"*1\r\n$%d\r\n%b\r\n" % (len(only), only.encode()))
@@ -103,10 +98,6 @@ QPRODUCE = queue_command(
         "`-ERR AT must be a Unix time in milliseconds; ...` for an AT that can only be seconds",
     ),
 )
-
-
-def _bulk_header(length: int) -> bytes:
-    return b"$%d\r\n" % length
 
 
 _LEASED_ITEM = b"*7\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n:%d\r\n:%d\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"

@@ -38,23 +38,6 @@ def test_produce_returns_ids_in_order_and_lease_hands_them_in_that_order(env) ->
     run(main())
 
 
-def test_the_library_gets_a_list_and_the_reply_path_a_run_of_the_same_ids(env) -> None:
-    """ADR 20: `produce` hands library callers a real list; `produce_ids` may hand a batch's ids as an
-    IdRun, which must name exactly the items the list names, dedup repeats included."""
-
-    async def main() -> None:
-        async with env.service() as svc:
-            await svc.create_queue("q", QueueOptions(dedup_window=60_000))
-            listed = await svc.produce("q", [b"a", b"b", b"c"])
-            assert type(listed) is list
-            run_ids = await svc.produce_ids("q", [b"d", b"e"], dedup=b"k")
-            assert list(run_ids) == [i.id for i in await svc.lease("q", count=5)][3:]
-            repeat = await svc.produce("q", [b"d", b"e"], dedup=b"k")
-            assert type(repeat) is list and repeat == list(run_ids)
-
-    run(main())
-
-
 def test_produce_with_kind_reference_encoding_keeps_them(env) -> None:
     async def main() -> None:
         async with env.service() as svc:

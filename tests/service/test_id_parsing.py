@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from querator.commands.item_cmds import _ids_reply
 from querator.errors import CommandError
-from querator.ids import IdFormat, IdRun, ids_by_partition, ids_of_one_partition, prefixed_decimals
+from querator.ids import ids_by_partition, ids_of_one_partition, prefixed_decimals
 from querator.model import MAX_ID_BYTES
 
 UID, PARTITIONS = 7, 3  # the queue the ids are parsed for
@@ -89,38 +88,3 @@ def test_prefixed_decimals_match_formatting_each_number(first: int, count: int) 
     """The ids of a produced batch, built from shared heads and a table of two-digit tails, are exactly
     prefix + str(seq) for each seq, whatever the batch crosses (hundreds, thousands, a new digit)."""
     assert prefixed_decimals("7-3-", first, count) == [f"7-3-{n}" for n in range(first, first + count)]
-
-
-_runs = st.builds(
-    IdFormat(7, 3).run,
-    st.one_of(st.integers(1, 300), st.integers(1, 10**15)),  # near the first items, and anywhere
-    st.integers(0, 1000),
-)
-
-
-@given(_runs)
-def test_an_id_run_reads_as_the_list_of_its_ids(run: IdRun) -> None:
-    expected = [f"7-3-{n}" for n in range(run.first, run.first + run.length)]
-    assert list(run) == run.ids() == expected
-    assert run == expected and expected == run and len(run) == len(expected)
-    assert repr(run) == repr(expected)
-    for index in {0, 1, run.length // 2, run.length - 1, -1, -run.length}:
-        if -run.length <= index < run.length:
-            assert run[index] == expected[index]
-    assert run[3:-2] == expected[3:-2]
-    with pytest.raises(IndexError):
-        run[run.length]
-
-
-@given(_runs)
-def test_an_id_run_is_written_out_as_each_id_would_be(run: IdRun) -> None:
-    """`framed` (one join per hundred seqs) against framing each id by itself, across every boundary a
-    batch can cross (a new hundred, a new digit, the first 99 items)."""
-
-    def before(length: int) -> bytes:
-        return b"<%d:" % length
-
-    expected = b"".join(before(len(i)) + i.encode() + b">" for i in run.ids())
-    assert run.framed(before, b">") == expected
-    # QPRODUCE's reply to a batch is the reply it would give to the same ids as a list.
-    assert _ids_reply(run) == _ids_reply(run.ids())
