@@ -40,7 +40,6 @@ from bench.servers import (
     Server,
     call,
     cpu_count,
-    process_cpu,
     querator_version,
     redis_version,
 )
@@ -253,26 +252,25 @@ def produce_redis(pipeline: int, key: str) -> Measure:
 
 def cycle(target: str) -> Measure:
     def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
-        assert server.proc is not None
         for count, items in ((1, sizes.cycle_items_1), (100, sizes.cycle_items_100)):
             key = f"8p+8c COUNT {count}"
-            cpu_before = process_cpu(server.proc.pid)
-            r = loadgen.run_cycle(
-                server.port,
-                target,
-                producers=8,
-                consumers=8,
-                count=count,
-                batch=count,
-                items=items,
-                time_limit=sizes.cycle_time_limit,
-            )
+            with CpuMeter(server) as cpu:
+                r = loadgen.run_cycle(
+                    server.port,
+                    target,
+                    producers=8,
+                    consumers=8,
+                    count=count,
+                    batch=count,
+                    items=items,
+                    time_limit=sizes.cycle_time_limit,
+                )
             m.details[key] = asdict(r)
             m.values[key] = r.items_per_s
             if count == 100 and r.items:
                 # W3 asks for the server's CPU per item at or below Redis's; COUNT 1 runs too few items
                 # for /proc's 10 ms ticks.
-                m.values[f"{key}: server CPU"] = (process_cpu(server.proc.pid) - cpu_before) / r.items * 1e6
+                m.values[f"{key}: server CPU"] = cpu.seconds["server"] / r.items * 1e6
             note_loadgen(m, key, r.errors, r.client_cpu)
             if r.timed_out:
                 m.problems.append(
@@ -654,14 +652,15 @@ def pg_ratios(row: dict[str, Any], sides: tuple[str, ...], unit: str) -> dict[st
 
 
 class CpuMeter:
-    """CPU of every process taking part in one measurement, in cores (CPU seconds / wall seconds): each
-    Querator node, the PostgreSQL server (all its processes summed) and this process, the load generator.
-    On a 2-core machine the sum shows how close a measurement came to the machine's limit."""
+    """CPU of every process taking part in one measurement (`Server.cpu_sources`: the server, or each
+    Querator node and the PostgreSQL server with all its processes summed) and of this process, the load
+    generator: in CPU seconds, and in cores (CPU seconds / wall seconds). On a 2-core machine the sum of
+    the cores shows how close a measurement came to the machine's limit."""
 
     def __init__(self, server: Server) -> None:
-        sources = server.cpu_sources() if isinstance(server, PgBackedServer) else {}
-        self.sources: dict[str, Callable[[], float]] = {**sources, "loadgen": time.process_time}
+        self.sources: dict[str, Callable[[], float]] = {**server.cpu_sources(), "loadgen": time.process_time}
         self.before: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
         self.cores: dict[str, float] = {}
         self.t0 = 0.0
 
@@ -672,7 +671,8 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         wall = max(time.perf_counter() - self.t0, 1e-9)
-        self.cores = {k: (f() - self.before[k]) / wall for k, f in self.sources.items()}
+        self.seconds = {k: f() - self.before[k] for k, f in self.sources.items()}
+        self.cores = {k: cpu / wall for k, cpu in self.seconds.items()}
         # Against the machine's cores: near 2 here, the machine rather than any one side was the limit.
         self.cores["total"] = sum(self.cores.values())
 

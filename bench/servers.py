@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -218,6 +220,12 @@ class Server:
         finally:
             log.close()
         return {"t0": t0, "stop_s": round(stop_s, 3), "exit_code": proc.returncode}
+
+    def cpu_sources(self) -> dict[str, Callable[[], float]]:
+        """name -> function returning that process group's CPU seconds so far: here, the server process
+        (all its threads)."""
+        assert self.proc is not None
+        return {"server": partial(process_cpu, self.proc.pid)}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -443,8 +451,8 @@ class PgBackedServer(Server):
     def postmaster_pid(self) -> int:
         return int((self.cluster.datadir / "postmaster.pid").read_text().split()[0])
 
-    def cpu_sources(self) -> dict[str, Any]:
-        """name -> function returning that process group's CPU seconds so far."""
+    def cpu_sources(self) -> dict[str, Callable[[], float]]:
+        """The PostgreSQL server, all its processes (a subclass adds the processes that use it)."""
         pid = self.postmaster_pid()
         return {"postgres": lambda: postgres_cpu(pid)}
 
@@ -543,10 +551,10 @@ class QueratorPgNodes(PgBackedServer):
     def alive(self) -> bool:
         return bool(self.nodes) and all(n.alive() for n in self.nodes)
 
-    def cpu_sources(self) -> dict[str, Any]:
+    def cpu_sources(self) -> dict[str, Callable[[], float]]:
         out = super().cpu_sources()
         for i, node in enumerate(self.nodes, 1):
             assert node.proc is not None
             pid = node.proc.pid
-            out[f"node {i}"] = lambda pid=pid: process_cpu(pid)
+            out[f"node {i}"] = partial(process_cpu, pid)
         return out
