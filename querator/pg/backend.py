@@ -21,7 +21,7 @@ from querator.engine import Engine, EngineContext, Partition, QueueHandle
 from querator.errors import QueratorError, TryAgainError
 from querator.pg import catalog, nodes
 from querator.pg.partition import SqlPartition, SqlShared
-from querator.pg.schema import PLANNER_SETTINGS, migrate
+from querator.pg.schema import DB_NOW_MS, PLANNER_SETTINGS, migrate
 
 log = logging.getLogger("querator.postgres")
 
@@ -271,7 +271,7 @@ class PostgresBackend:
         if type(self._clock) is not Clock:
             return
         before = time.time_ns()
-        db_ms = await conn.fetchval("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+        db_ms = await conn.fetchval(f"SELECT {DB_NOW_MS}")
         after = time.time_ns()
         self._clock.offset_ms = int(db_ms) - (before + after) // 2_000_000
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from querator.pg.schema import COUNTERS
+from querator.pg.schema import COUNTERS, DB_NOW_MS
 
 BEAT_S: Final = 5.0
 FOLD_S: Final = 60.0
@@ -22,13 +22,11 @@ FOLDED: Final = "folded"  # the writer of the folded rows: never a node's (those
 # pg_try_advisory_xact_lock key: one node folds at a time.
 _FOLD_LOCK: Final = 0x5155_4552_0002
 
-_DB_NOW: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-
 
 async def beat(conn: Any, node: str) -> None:
     """This node is alive now (by the database's clock)."""
     await conn.execute(
-        f"INSERT INTO querator_nodes (node, seen_at) VALUES ($1, {_DB_NOW}) "
+        f"INSERT INTO querator_nodes (node, seen_at) VALUES ($1, {DB_NOW_MS}) "
         "ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at",
         node,
     )
@@ -41,7 +39,7 @@ def _fold_statement() -> str:
     return (
         "WITH gone AS (DELETE FROM querator_counters AS g "
         f"WHERE g.writer <> '{FOLDED}' AND NOT EXISTS (SELECT 1 FROM querator_nodes AS n "
-        f"WHERE n.node = split_part(g.writer, '/', 1) AND n.seen_at > {_DB_NOW} - $1) "
+        f"WHERE n.node = split_part(g.writer, '/', 1) AND n.seen_at > {DB_NOW_MS} - $1) "
         f"RETURNING g.*), moved AS (INSERT INTO querator_counters AS c (uid, partition, writer, {names}) "
         f"SELECT uid, partition, '{FOLDED}', {sums} FROM gone GROUP BY uid, partition "
         f"ON CONFLICT (uid, partition, writer) DO UPDATE SET {adds}) "
@@ -59,5 +57,5 @@ async def fold(conn: Any, gone_ms: int = GONE_MS) -> int | None:
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _FOLD_LOCK):
             return None
         folded = int(await conn.fetchval(_FOLD, gone_ms))
-        await conn.execute(f"DELETE FROM querator_nodes WHERE seen_at <= {_DB_NOW} - $1", gone_ms)
+        await conn.execute(f"DELETE FROM querator_nodes WHERE seen_at <= {DB_NOW_MS} - $1", gone_ms)
         return folded

@@ -215,6 +215,10 @@ class PartitionTables:
         ]
 
 
+# The database's clock now, in Unix milliseconds: the one clock every node judges time by (SPEC 9).
+DB_NOW_MS: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+
 # The engine's connections start with these (startup parameters). Every statement of the engine finds
 # rows by key or walks an index in order under a LIMIT, on tables whose size swings by millions between two
 # ANALYZEs. Planned with the statistics of a small table, a complete scanned the whole table for its ids
