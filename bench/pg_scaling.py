@@ -50,8 +50,8 @@ def _wal_lsn(server: QueratorPgNodes) -> str:
     return str(server.cluster.psql("SELECT pg_current_wal_lsn()", "bench")).strip()
 
 
-def measure(side: str, items: int) -> tuple[float, dict[str, float]]:
-    """items/s, and the cores of each process with the WAL written per item (`wal bytes/item`)."""
+def measure(side: str, items: int) -> tuple[float, dict[str, float], float]:
+    """items/s, the cores of each process, and the WAL bytes written per item."""
     nodes = 1 if side == SIDES[0] else 2
     server = QueratorPgNodes(nodes)
     server.start()
@@ -67,7 +67,7 @@ def measure(side: str, items: int) -> tuple[float, dict[str, float]]:
             done, seconds = loadgen.run_async(_cycles(groups, items, clients))
         after = _wal_lsn(server)
         wal = int(server.cluster.psql(f"SELECT pg_wal_lsn_diff('{after}', '{before}')", "bench"))
-        return done / seconds, {**cpu.cores, "wal bytes/item": wal / max(done, 1)}
+        return done / seconds, cpu.cores, wal / max(done, 1)
     finally:
         server.stop()
 
@@ -79,14 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rates: dict[str, list[float]] = {side: [] for side in SIDES}
     cores: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
+    wal_per_item: dict[str, list[float]] = {side: [] for side in SIDES}
     for round_ in range(args.rounds):
         order = SIDES[round_ % 3 :] + SIDES[: round_ % 3]
         for side in order:
-            rate, cpu = measure(side, args.items)
+            rate, cpu, wal = measure(side, args.items)
             rates[side].append(rate)
             cores[side].append(cpu)
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "wal bytes/item")
-            wal = cpu["wal bytes/item"]
+            wal_per_item[side].append(wal)
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
             print(f"round {round_ + 1} {side:24} {rate:10,.0f} items/s  WAL {wal:.0f} B/item  cores: {shown}")
     base = statistics.median(rates[SIDES[0]])
     print("\n| side | items/s median (min-max) | / one node | cores in all (median) | WAL bytes/item |")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for side in SIDES:
         r = rates[side]
         total = statistics.median(c["total"] for c in cores[side])
-        wal = statistics.median(c["wal bytes/item"] for c in cores[side])
+        wal = statistics.median(wal_per_item[side])
         print(
             f"| {side} | {statistics.median(r):,.0f} ({min(r):,.0f}-{max(r):,.0f}) | "
             f"{statistics.median(r) / base:.2f} | {total:.2f} | {wal:.0f} |"

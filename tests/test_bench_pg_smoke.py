@@ -1,12 +1,13 @@
-"""Short runs of the PostgreSQL benchmarks (bench/pgqueue.py, bench/pg_drivers.py) against the session's
-throwaway cluster, so they keep working: every workload runs, nothing acknowledged is lost, no item is
-leased twice. They assert no speed (benchmarks are not tests)."""
+"""Short runs of the PostgreSQL benchmarks (bench/pgqueue.py, bench/pg_drivers.py against the session's
+throwaway cluster; bench/pg_scaling.py on clusters of its own), so they keep working: every workload runs,
+nothing acknowledged is lost, no item is leased twice. They assert no speed (benchmarks are not tests)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import pg_drivers, pgqueue
+from bench import pg_drivers, pg_scaling, pgqueue
+from bench.pgcluster import find_bindir
 from tests.support import run
 
 
@@ -42,3 +43,14 @@ def test_driver_bench_measures_every_shape_on_both_drivers(pg_dsn: str) -> None:
         assert r.errors == [] and r.transactions > 0 and r.round_trips >= 1, r
     # One statement is one round trip whatever the driver: the shape the engine's partition step will take.
     assert {r.round_trips for r in results if r.shape == "step: one statement (CTEs)"} == {1}
+
+
+@pytest.mark.skipif(find_bindir() is None, reason="needs the PostgreSQL server binaries (Debian: postgresql)")
+def test_pg_scaling_measures_each_side_with_its_wal() -> None:
+    """bench.pg_scaling starts clusters of its own: each side reports a rate, the CPU of the database
+    server among its processes, and the WAL its commits wrote."""
+    for side in pg_scaling.SIDES:
+        rate, cores, wal_per_item = pg_scaling.measure(side, 1_500)
+        assert rate > 0, side
+        assert cores["total"] > 0 and "postgres" in cores, (side, cores)
+        assert wal_per_item > 0, side
