@@ -176,7 +176,7 @@ print(*uvloop.run(engine_cycle("fsync", int(sys.argv[1]))))
 """
 
 
-def engine_cycle(tree: Path, items: int) -> tuple[float, float, dict[str, float]]:
+def in_process_cycle(tree: Path, items: int) -> tuple[float, float, dict[str, float]]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     done = subprocess.run(
         [sys.executable, "-c", _ENGINE_CYCLE, str(items)],
@@ -190,7 +190,7 @@ def measure(
     tree: Path, workload: Callable[[Served, int], Outcome] | None, items: int, args: argparse.Namespace
 ) -> tuple[float, float, dict[str, float]]:
     if workload is None:
-        return engine_cycle(tree, items)
+        return in_process_cycle(tree, items)
     server = Served(tree, args.data_root, args.backend, args.nodes)
     try:
         cpu0, started = server.cpu(), time.monotonic()
