@@ -255,34 +255,44 @@ def cycle(target: str) -> Measure:
         for count, items in ((1, sizes.cycle_items_1), (100, sizes.cycle_items_100)):
             key = f"8p+8c COUNT {count}"
             with CpuMeter(server) as cpu:
-                r = loadgen.run_cycle(
-                    server.port,
-                    target,
-                    producers=8,
-                    consumers=8,
-                    count=count,
-                    batch=count,
-                    items=items,
-                    time_limit=sizes.cycle_time_limit,
-                )
-            m.details[key] = asdict(r)
-            m.values[key] = r.items_per_s
+                r = loadgen.run_cycle(server.port, target, **cycle_shape(count, items, sizes))
+            note_cycle(m, key, r, sizes)
             if count == 100 and r.items:
                 # W3 asks for the server's CPU per item at or below Redis's; COUNT 1 runs too few items
                 # for /proc's 10 ms ticks.
                 m.values[f"{key}: server CPU"] = cpu.seconds["server"] / r.items * 1e6
-            note_loadgen(m, key, r.errors, r.client_cpu)
-            if r.timed_out:
-                m.problems.append(
-                    f"{key}: only {r.items} of {r.target_items} items completed within "
-                    f"{sizes.cycle_time_limit}s ({r.produced} produced)"
-                )
-            if r.short_completes:
-                m.problems.append(f"{key}: {r.short_completes} completes acknowledged fewer ids than sent")
-            if r.max_stall_ms > 1000:
-                m.problems.append(f"{key}: no completion for {r.max_stall_ms:.0f} ms at one point (stall)")
 
     return measure
+
+
+def cycle_shape(count: int, items: int, sizes: Sizes) -> dict[str, Any]:
+    """The cycle's clients (8 producers, 8 consumers, `count` per call) for every target."""
+    return dict(
+        producers=8, consumers=8, count=count, batch=count, items=items, time_limit=sizes.cycle_time_limit
+    )
+
+
+def note_cycle(
+    m: Measurement, key: str, r: loadgen.CycleResult | pgqueue.PgQueueResult, sizes: Sizes
+) -> None:
+    """A cycle's figures and details, and what went wrong in it: errors, a time-out, completes that
+    acknowledged too few ids or items lost, a stall."""
+    m.details[key] = asdict(r)
+    m.values[key] = r.items_per_s
+    note_loadgen(m, key, r.errors, r.client_cpu)
+    if r.timed_out:
+        m.problems.append(
+            f"{key}: only {r.items} of {r.target_items} items completed within "
+            f"{sizes.cycle_time_limit}s ({r.produced} produced)"
+        )
+    if isinstance(r, pgqueue.PgQueueResult):
+        if r.lost or r.duplicates:
+            m.problems.append(f"{key}: {r.lost} items lost, {r.duplicates} leased twice")
+        return
+    if r.short_completes:
+        m.problems.append(f"{key}: {r.short_completes} completes acknowledged fewer ids than sent")
+    if r.max_stall_ms > 1000:
+        m.problems.append(f"{key}: no completion for {r.max_stall_ms:.0f} ms at one point (stall)")
 
 
 def handoff(target: str) -> Measure:
@@ -712,14 +722,7 @@ def pg_cycle(side: str) -> Measure:
     def measure(server: Server, sizes: Sizes, m: Measurement) -> None:
         for count, items in ((1, sizes.cycle_items_1), (100, sizes.cycle_items_100)):
             key = f"8p+8c COUNT {count}"
-            shape: dict[str, Any] = dict(
-                producers=8,
-                consumers=8,
-                count=count,
-                batch=count,
-                items=items,
-                time_limit=sizes.cycle_time_limit,
-            )
+            shape = cycle_shape(count, items, sizes)
             r: loadgen.CycleResult | pgqueue.PgQueueResult
             with CpuMeter(server) as cpu:
                 if side == PGQUEUE:
@@ -727,26 +730,7 @@ def pg_cycle(side: str) -> Measure:
                 else:
                     r = loadgen.run_cycle(_ports(server), "querator", **shape)
             cpu.record(m, key)
-            m.details[key] = asdict(r)
-            m.values[key] = r.items_per_s
-            note_loadgen(m, key, r.errors, r.client_cpu)
-            if r.timed_out:
-                m.problems.append(
-                    f"{key}: only {r.items} of {r.target_items} items completed within "
-                    f"{sizes.cycle_time_limit}s ({r.produced} produced)"
-                )
-            if isinstance(r, pgqueue.PgQueueResult):
-                if r.lost or r.duplicates:
-                    m.problems.append(f"{key}: {r.lost} items lost, {r.duplicates} leased twice")
-            else:
-                if r.short_completes:
-                    m.problems.append(
-                        f"{key}: {r.short_completes} completes acknowledged fewer ids than sent"
-                    )
-                if r.max_stall_ms > 1000:
-                    m.problems.append(
-                        f"{key}: no completion for {r.max_stall_ms:.0f} ms at one point (stall)"
-                    )
+            note_cycle(m, key, r, sizes)
 
     return measure
 
